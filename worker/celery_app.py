@@ -1,0 +1,57 @@
+"""The Celery application: broker/back-end wiring and the reliability settings.
+
+Only configuration lives here (importing it never loads OpenCV), so the API can send tasks by name.
+Workers start with ``celery -A worker.celery_app worker -Q cropq``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from worker.settings import Settings, get_settings
+
+CROP_TASK = "cropq.crop"
+WEBHOOK_TASK = "cropq.webhook"
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    s = settings or get_settings()
+    app = Celery("cropq", broker=s.redis_url, include=["worker.tasks", "worker.webhooks.tasks"])
+    app.conf.update(
+        # JSON only: never unpickle what arrives on a shared broker.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,  # results live in our own job records
+        task_default_queue=s.queue_name,
+        task_routes={CROP_TASK: {"queue": s.queue_name}, WEBHOOK_TASK: {"queue": s.queue_name}},
+        # A job is acknowledged only once it ended, one message is reserved at a time, and a child
+        # killed mid-job puts the message back (the attempt counter in the task stops a poison loop).
+        task_acks_late=True,
+        task_acks_on_failure_or_timeout=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=s.task_soft_time_limit,
+        task_time_limit=s.task_hard_time_limit,
+        broker_transport_options={
+            # Must exceed the longest job and retry countdown, or work would run twice.
+            "visibility_timeout": s.visibility_timeout,
+            # Scan for messages of vanished workers every few seconds instead of every 100 s.
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "retry_on_timeout": True,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+app = make_celery()

@@ -1,0 +1,126 @@
+"""Wire models shared by the API and the workers (PascalCase as IMM, so one vocabulary serves both faces).
+
+``CropTaskMessage`` is the versioned Celery message; ``Job`` is the record kept in Redis and served by
+the API; ``Cropping`` is the IMM ``CroppingSuggestion``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.engine.types import CropSuggestion
+
+
+def utcnow_iso() -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as IMM prints times."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{datetime.now(UTC).microsecond // 1000:03d}Z"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class Point(BaseModel):
+    X: int
+    Y: int
+
+
+class Boundary(BaseModel):
+    Left: int
+    Top: int
+    Width: int
+    Height: int
+    Polygon: list[Point]
+
+
+class Cropping(BaseModel):
+    AspectRatio: str
+    Confidence: float = Field(ge=0, le=1)
+    Boundary: Boundary
+
+    @classmethod
+    def from_suggestion(cls, s: CropSuggestion) -> Cropping:
+        r = s.rect
+        return cls(
+            AspectRatio=s.aspect_ratio,
+            Confidence=round(float(s.confidence), 4),
+            Boundary=Boundary(
+                Left=r.left,
+                Top=r.top,
+                Width=r.width,
+                Height=r.height,
+                Polygon=[Point(X=x, Y=y) for x, y in r.corners()],
+            ),
+        )
+
+
+class CallbackStatus(StrEnum):
+    PENDING = "Pending"
+    RETRYING = "Retrying"
+    DELIVERED = "Delivered"
+    FAILED = "Failed"
+
+
+class CallbackState(BaseModel):
+    Status: CallbackStatus = CallbackStatus.PENDING
+    Attempts: int = 0
+    LastStatusCode: int | None = None
+    LastError: str | None = None
+    DeliveredAt: str | None = None
+
+
+class Job(BaseModel):
+    """A crop job as stored in Redis and answered by ``GET .../crop-jobs/{RequestId}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    RequestId: str
+    ProjectName: str
+    Status: JobStatus
+    SourceURI: str
+    AspectRatios: list[str]
+    InclusionHints: list[str] = Field(default_factory=list)
+    Croppings: list[Cropping] | None = None
+    MatchedInclusionHints: list[str] = Field(default_factory=list)
+    ImageWidth: int | None = None
+    ImageHeight: int | None = None
+    UserData: str | None = None
+    CallbackURL: str | None = None
+    Callback: CallbackState | None = None
+    Code: str | None = None
+    Message: str | None = None
+    Attempts: int = 0
+    CreatedAt: str
+    StartedAt: str | None = None
+    FinishedAt: str | None = None
+
+
+class CropTaskMessage(BaseModel):
+    """The Celery task's only argument (JSON). Versioned so old messages stay readable after upgrades."""
+
+    v: Literal[1] = 1
+    RequestId: str
+    ProjectName: str
+    Bucket: str
+    Key: str
+    AspectRatios: list[str]
+    InclusionHints: list[str] = Field(default_factory=list)
+
+
+class WebhookEvent(BaseModel):
+    """The callback body: Standard Webhooks' ``{type, timestamp, data}``."""
+
+    type: Literal["crop-job.succeeded", "crop-job.failed"]
+    timestamp: str
+    data: Job

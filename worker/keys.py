@@ -1,0 +1,52 @@
+"""Every Redis key cropq uses, in one place (arq's constants.py habit)."""
+
+from __future__ import annotations
+
+PREFIX = "cropq"
+
+
+def job(request_id: str) -> str:
+    return f"{PREFIX}:job:{request_id}"
+
+
+def job_attempts(request_id: str) -> str:
+    """Counter bumped at the start of every run, before any work (a run that kills its worker still counts)."""
+    return f"{PREFIX}:job:{request_id}:attempts"
+
+
+def job_done_channel(request_id: str) -> str:
+    """Pub/sub channel a finished job is announced on (wakes long-polls)."""
+    return f"{PREFIX}:done:{request_id}"
+
+
+def idempotency(project: str, key: str) -> str:
+    return f"{PREFIX}:idem:{project}:{key}"
+
+
+def project(name: str) -> str:
+    return f"{PREFIX}:project:{name}"
+
+
+PROJECTS_INDEX = f"{PREFIX}:projects"
+
+
+def access_key(key_id: str) -> str:
+    return f"{PREFIX}:ak:{key_id}"
+
+
+ACCESS_KEYS_INDEX = f"{PREFIX}:aks"
+
+
+def nonce(key_id: str, nonce_value: str) -> str:
+    return f"imm:nonce:{key_id}:{nonce_value}"
+
+
+def rate_limit(key_id: str, window: int) -> str:
+    return f"{PREFIX}:rl:{key_id}:{window}"
+
+
+def worker_heartbeat(hostname: str) -> str:
+    return f"{PREFIX}:worker:{hostname}"
+
+
+WORKER_HEARTBEATS = f"{PREFIX}:workers"

@@ -1,0 +1,101 @@
+"""Settings for every cropq process, read from environment variables with the prefix ``CROPQ_``.
+
+One class serves the API, the workers and the CLI; each field is described so the README table can be
+generated from it (``cropq config``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AccessKeySpec(BaseModel):
+    """A bootstrap access key given in settings (``CROPQ_ACCESS_KEYS``)."""
+
+    AccessKeyId: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    AccessKeySecret: SecretStr = Field(min_length=16)
+    Projects: list[str] = Field(min_length=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CROPQ_", extra="ignore", frozen=True)
+
+    # --- Redis (job records, idempotency keys, nonces, Celery broker) ---
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for job records and the Celery broker.")
+    # --- S3 / MinIO ---
+    s3_endpoint: str = Field("127.0.0.1:9000", description="S3 endpoint host:port (MinIO, SeaweedFS, AWS...).")
+    s3_access_key: str = Field("cropq", description="S3 access key.")
+    s3_secret_key: SecretStr = Field(SecretStr("cropq-dev-secret"), description="S3 secret key.")
+    s3_secure: bool = Field(False, description="Use HTTPS to talk to S3.")
+    s3_region: str | None = Field(None, description="S3 region (optional; avoids a bucket-location lookup).")
+    s3_timeout_seconds: float = Field(10.0, gt=0, description="Connect/read timeout of each S3 call.")
+    # --- API ---
+    api_host: str = Field("127.0.0.1", description="Address the API binds to.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    max_wait_seconds: int = Field(30, ge=0, le=300, description="Upper bound of the long-poll ?wait= parameter.")
+    rpc_wait_seconds: float = Field(
+        8.5, gt=0, description="How long the IMM RPC face waits for a result (the SDK gives up at 10 s)."
+    )
+    # --- jobs ---
+    result_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="How long job records and results are kept.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Runs of one job before it is failed (worker deaths count).")
+    task_soft_time_limit: int = Field(60, ge=1, description="Soft time limit of one crop job, seconds.")
+    task_hard_time_limit: int = Field(90, ge=2, description="Hard time limit: the worker child is killed, seconds.")
+    visibility_timeout: int = Field(
+        300, ge=5, description="Seconds before a job held by a vanished worker is handed to another worker."
+    )
+    storage_retries: int = Field(5, ge=0, description="Retries (with backoff and jitter) on transient S3 errors.")
+    max_image_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest source object accepted, bytes.")
+    max_image_pixels: int = Field(100_000_000, ge=1, description="Pixel cap, read from the header before decoding.")
+    queue_name: str = Field("cropq", description="Celery queue the crop jobs travel on.")
+    # --- webhooks ---
+    webhook_retry_schedule: list[int] = Field(
+        default_factory=lambda: [5, 30, 120, 600, 1800, 3600],
+        description="Seconds to wait before each callback retry (JSON list); jitter ±20 % is added.",
+    )
+    webhook_timeout_seconds: float = Field(15.0, gt=0, description="Timeout of one callback POST.")
+    webhook_allowed_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Private/loopback networks callbacks may reach anyway (JSON list of CIDRs).",
+    )
+    # --- auth ---
+    access_keys: list[AccessKeySpec] = Field(
+        default_factory=list, description="Bootstrap access keys (JSON list of {AccessKeyId, AccessKeySecret, Projects})."
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key that encrypts stored access-key secrets (any string; required outside dev).",
+    )
+    rate_limit_per_minute: int = Field(600, ge=0, description="Requests per minute per access key (0 = unlimited).")
+    # --- local stack ---
+    data_dir: Path = Field(Path(".cropq"), description="Folder for the embedded Valkey and SeaweedFS data.")
+    workers: int = Field(2, ge=1, le=64, description="Worker processes `cropq up` starts.")
+    worker_concurrency: int = Field(1, ge=1, le=64, description="Prefork children per worker process.")
+    log_level: str = Field("INFO", description="Log level.")
+    log_json: bool = Field(True, description="JSON logs (one event per line); false gives console logs.")
+
+    @field_validator("access_keys", "webhook_retry_schedule", "webhook_allowed_cidrs", mode="before")
+    @classmethod
+    def _json_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return json.loads(v) if v.strip() else []
+        return v
+
+    @field_validator("task_hard_time_limit")
+    @classmethod
+    def _hard_above_soft(cls, v: int, info: Any) -> int:
+        soft = info.data.get("task_soft_time_limit", 0)
+        if v <= soft:
+            raise ValueError("task_hard_time_limit must exceed task_soft_time_limit")
+        return v
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
