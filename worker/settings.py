@@ -11,8 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WEBHOOK_MAX_DELAY_FACTOR = 2
+"""A receiver's ``Retry-After`` may stretch a callback retry delay to this multiple of its scheduled value
+(svix's clamp); jitter (±20 %) stays inside it."""
 
 
 class AccessKeySpec(BaseModel):
@@ -56,8 +60,12 @@ class Settings(BaseSettings):
     queue_name: str = Field("cropq", description="Celery queue the crop jobs travel on.")
     # --- webhooks ---
     webhook_retry_schedule: list[int] = Field(
-        default_factory=lambda: [5, 30, 120, 600, 1800, 3600],
-        description="Seconds to wait before each callback retry (JSON list); jitter ±20 % is added.",
+        # Fits the default visibility_timeout; a longer schedule needs a longer visibility_timeout.
+        default_factory=lambda: [5, 15, 30, 60, 120],
+        description=(
+            "Seconds to wait before each callback retry (JSON list); jitter ±20 % is added. Twice the longest"
+            " delay plus webhook_timeout_seconds must stay below visibility_timeout."
+        ),
     )
     webhook_timeout_seconds: float = Field(15.0, gt=0, description="Timeout of one callback POST.")
     webhook_allowed_cidrs: list[str] = Field(
@@ -94,6 +102,20 @@ class Settings(BaseSettings):
         if v <= soft:
             raise ValueError("task_hard_time_limit must exceed task_soft_time_limit")
         return v
+
+    @model_validator(mode="after")
+    def _webhook_delays_fit_visibility(self) -> Settings:
+        # A retry waiting for its countdown sits unacknowledged in Redis; should it outlive the visibility
+        # timeout, the broker hands it to a second worker and the callback is sent twice.
+        if any(d <= 0 for d in self.webhook_retry_schedule):
+            raise ValueError("webhook_retry_schedule delays must be positive")
+        longest = max(self.webhook_retry_schedule, default=0) * WEBHOOK_MAX_DELAY_FACTOR
+        if longest + self.webhook_timeout_seconds >= self.visibility_timeout:
+            raise ValueError(
+                f"webhook_retry_schedule: {WEBHOOK_MAX_DELAY_FACTOR} × the longest delay plus"
+                " webhook_timeout_seconds must stay below visibility_timeout"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

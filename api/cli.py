@@ -1,0 +1,91 @@
+"""The ``cropq`` command: run the service, crop local files, manage access keys, upload images."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def up(
+    port: Annotated[int | None, typer.Option(help="API port (default CROPQ_API_PORT or 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default CROPQ_WORKERS or 2).")] = None,
+) -> None:
+    """Run the API and workers in the foreground (plus embedded Valkey and SeaweedFS unless
+    CROPQ_REDIS_URL / CROPQ_S3_ENDPOINT point at running servers). Ctrl-C stops everything."""
+    from api.stack import run_up
+
+    raise typer.Exit(run_up(port, workers))
+
+
+@app.command()
+def crop(
+    images: Annotated[list[str], typer.Argument(help="Image files.")],
+    ratios: Annotated[str, typer.Option(help="Comma-separated W:H ratios (at most 5), or 'auto'.")] = "auto",
+    hint: Annotated[str | None, typer.Option(help="Object to keep, e.g. face, person, cat, text, 人脸.")] = None,
+    preview: Annotated[Path | None, typer.Option(help="Write a PNG per image with the crops drawn.")] = None,
+) -> None:
+    """Crop local images with the engine alone; one JSON line per image on stdout."""
+    from worker.crop_cli import run_crop_cli
+
+    raise typer.Exit(run_crop_cli(images, ratios, hint, preview))
+
+
+@app.command()
+def upload(
+    files: Annotated[list[Path], typer.Argument(help="Files to upload.", exists=True, dir_okay=False)],
+    bucket: Annotated[str, typer.Option(help="Bucket (created if missing).")] = "demo",
+    prefix: Annotated[str, typer.Option(help="Key prefix.")] = "",
+) -> None:
+    """Upload files to the configured S3 server (CROPQ_S3_*) and print their oss:// URIs."""
+    from minio import Minio
+
+    from worker.settings import get_settings
+
+    s = get_settings()
+    client = Minio(s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key.get_secret_value(),
+                   secure=s.s3_secure, region=s.s3_region)
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    for f in files:
+        data = f.read_bytes()
+        key = f"{prefix}{f.name}"
+        client.put_object(bucket, key, io.BytesIO(data), len(data))
+        typer.echo(f"oss://{bucket}/{key}")
+
+
+@app.command()
+def config() -> None:
+    """List every setting (environment variable, default, description) as a Markdown table."""
+    from worker.settings import Settings
+
+    typer.echo("| variable | default | description |\n|---|---|---|")
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        if hasattr(default, "get_secret_value"):
+            default = "(secret)" if default.get_secret_value() else "(empty)"
+        typer.echo(f"| `CROPQ_{name.upper()}` | `{default}` | {field.description or ''} |")
+
+
+def _mount_keys() -> None:
+    from api.auth.keys_cli import keys_app
+
+    app.add_typer(keys_app, name="keys", help="Manage access keys (stored encrypted in Redis).")
+
+
+_mount_keys()
+
+
+def main() -> None:
+    app(prog_name="cropq")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The one job path both faces share: validate -> record in Redis -> send the Celery task -> wait.
+
+The API never decodes images and never imports OpenCV: it sends the task by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from celery import Celery
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import ImmError, invalid_argument, not_found, service_unavailable
+from api.projects import load_project
+from worker import keys
+from worker.celery_app import CROP_TASK
+from worker.contracts import CropTaskMessage, Job, JobStatus, utcnow_iso
+from worker.engine.errors import CropError
+from worker.engine.ratios import hints_from_param, ratios_from_param
+from worker.settings import Settings
+
+log = structlog.get_logger("cropq.api")
+
+_URI_RE = re.compile(r"(oss|s3)://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)", re.DOTALL)
+_PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """A submit request after validation; everything the job needs."""
+
+    project: str
+    source_uri: str
+    bucket: str
+    key: str
+    aspect_ratios: list[str]
+    inclusion_hints: list[str]
+    callback_url: str | None = None
+    user_data: str | None = None
+    idempotency_key: str | None = None
+
+
+def validate_project_name(name: str) -> str:
+    if not _PROJECT_RE.fullmatch(name or ""):
+        raise invalid_argument(f"ProjectName {name[:80]!r} is not valid (letters, digits, '-' and '_', 1-128).")
+    return name
+
+
+def parse_source_uri(uri: str | None) -> tuple[str, str]:
+    if not uri:
+        raise invalid_argument("SourceURI is required.")
+    m = _URI_RE.fullmatch(uri)
+    if m is None or ".." in m.group(2):
+        raise invalid_argument(f"SourceURI {uri[:200]!r} must look like oss://bucket/object (or s3://bucket/object).")
+    return m.group(2), m.group(3)
+
+
+def validate_callback_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+        raise invalid_argument("CallbackURL must be an absolute http(s) URL.")
+    return url
+
+
+def validate_credential_config(value: dict[str, Any] | str | None) -> None:
+    if value is None or isinstance(value, dict):
+        return
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise invalid_argument("CredentialConfig must be a JSON object.")
+
+
+def build_params(
+    project: str,
+    *,
+    source_uri: str | None,
+    aspect_ratios: Sequence[str] | str | None,
+    inclusion_hints: Sequence[str] | str | None,
+    credential_config: dict[str, Any] | str | None = None,
+    callback_url: str | None = None,
+    user_data: str | None = None,
+    idempotency_key: str | None = None,
+) -> JobParams:
+    """Syntax checks of every field, before anything is looked up or queued."""
+    validate_project_name(project)
+    bucket, key = parse_source_uri(source_uri)
+    try:
+        ratios = ratios_from_param(aspect_ratios)
+        hints = hints_from_param(inclusion_hints)
+    except CropError as e:
+        raise invalid_argument(str(e)) from None
+    validate_credential_config(credential_config)
+    if user_data is not None and len(user_data) > 2048:
+        raise invalid_argument("UserData is at most 2048 characters.")
+    return JobParams(
+        project=project,
+        source_uri=source_uri or "",
+        bucket=bucket,
+        key=key,
+        aspect_ratios=ratios,
+        inclusion_hints=hints,
+        callback_url=validate_callback_url(callback_url),
+        user_data=user_data,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def submit_job(
+    r: aioredis.Redis, celery: Celery, settings: Settings, params: JobParams, request_id: str
+) -> Job:
+    """Check the project and bucket, record the job, send the task. Returns the (possibly earlier) job."""
+    project = await load_project(r, params.project)
+    if project is None:
+        raise not_found("project")
+    if params.bucket not in project.Buckets:
+        raise invalid_argument(f"Bucket {params.bucket!r} does not belong to project {params.project!r}.")
+
+    if params.idempotency_key:
+        idem = keys.idempotency(params.project, params.idempotency_key)
+        first = await r.set(idem, request_id, nx=True, ex=settings.result_ttl_seconds)
+        if not first:
+            earlier = await r.get(idem)
+            if earlier:
+                job = await get_job(r, str(earlier))
+                if job is not None:
+                    log.info("job_idempotent_replay", earlier=str(earlier))
+                    return job
+
+    job = Job(
+        RequestId=request_id,
+        ProjectName=params.project,
+        Status=JobStatus.QUEUED,
+        SourceURI=params.source_uri,
+        AspectRatios=params.aspect_ratios,
+        InclusionHints=params.inclusion_hints,
+        UserData=params.user_data,
+        CallbackURL=params.callback_url,
+        CreatedAt=utcnow_iso(),
+    )
+    await r.set(keys.job(request_id), job.model_dump_json(exclude_none=True), ex=settings.result_ttl_seconds)
+    message = CropTaskMessage(
+        RequestId=request_id,
+        ProjectName=params.project,
+        Bucket=params.bucket,
+        Key=params.key,
+        AspectRatios=params.aspect_ratios,
+        InclusionHints=params.inclusion_hints,
+    )
+    try:
+        await run_in_threadpool(
+            celery.send_task, CROP_TASK, args=[message.model_dump()], task_id=request_id,
+            queue=settings.queue_name, retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
+        )
+    except Exception as e:  # broker down: the job must not stay recorded as Queued forever
+        log.warning("enqueue_failed", error=type(e).__name__)
+        await r.delete(keys.job(request_id))
+        if params.idempotency_key:
+            await r.delete(keys.idempotency(params.project, params.idempotency_key))
+        raise service_unavailable("The job queue is unavailable; nothing was queued. Try again.") from None
+    log.info("job_queued", project=params.project, ratios=params.aspect_ratios)
+    return job
+
+
+async def get_job(r: aioredis.Redis, request_id: str) -> Job | None:
+    raw = await r.get(keys.job(request_id))
+    return None if raw is None else Job.model_validate_json(raw)
+
+
+async def wait_for_job(r: aioredis.Redis, request_id: str, timeout: float) -> Job | None:
+    """Return the job once finished or when ``timeout`` passes (long-poll), woken by the done channel."""
+    job = await get_job(r, request_id)
+    if job is None or job.Status.finished or timeout <= 0:
+        return job
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(keys.job_done_channel(request_id))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Re-read after subscribing: the job may have finished in between.
+        job = await get_job(r, request_id)
+        while job is not None and not job.Status.finished:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await pubsub.get_message(timeout=min(left, 1.0))
+            job = await get_job(r, request_id)
+    finally:
+        await pubsub.aclose()
+    return job
+
+
+def raise_for_unavailable(exc: BaseException) -> ImmError:
+    return service_unavailable(f"Redis is unavailable: {type(exc).__name__}")

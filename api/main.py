@@ -1,0 +1,75 @@
+"""The HTTP API: ``uvicorn api.main:create_app --factory``.
+
+A thin process: it validates, records jobs in Redis, sends Celery tasks by name and serves polling.
+It never decodes images (OpenCV is never imported here).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+import structlog
+from fastapi import FastAPI, Request, Response
+
+from api.auth.keystore import AccessKeyStore
+from api.errors import install_error_handlers, new_request_id
+from api.metrics import HTTP_SECONDS
+from api.routes import health, jobs, projects, rpc
+from worker.celery_app import make_celery
+from worker.logs import configure_logging
+from worker.settings import Settings, get_settings
+from worker.storage import S3Storage
+
+log = structlog.get_logger("cropq.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or get_settings()
+    configure_logging(s.log_level, s.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = s
+        app.state.redis = aioredis.Redis.from_url(
+            s.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=3,
+            health_check_interval=30,
+        )
+        app.state.celery = make_celery(s)
+        app.state.storage = S3Storage(s)
+        app.state.keystore = AccessKeyStore(app.state.redis, s)
+        log.info("api_started", port=s.api_port)
+        yield
+        await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="cropq",
+        version="0.1.0",
+        summary="Smart cropping as a service: IMM DetectImageCropping-compatible, async, self-hosted.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        rid = new_request_id()
+        request.state.request_id = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - t0
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        HTTP_SECONDS.labels(request.method, route, str(response.status_code)).observe(elapsed)
+        response.headers.setdefault("x-acs-request-id", rid)
+        log.info("http_request", method=request.method, route=route, status=response.status_code,
+                 ms=round(elapsed * 1000, 1))
+        return response
+
+    app.include_router(health.router)
+    app.include_router(projects.router)
+    app.include_router(jobs.router)
+    app.include_router(rpc.router)
+    return app

@@ -1,0 +1,91 @@
+"""The IMM RPC face: ``POST /`` (or ``GET /``) with ``x-acs-action: DetectImageCropping``.
+
+The official SDK (alibabacloud-imm20200930) sends every parameter in the query string (form rules) and
+waits 10 s for the reply. This face submits the same job as the native API, waits up to
+``rpc_wait_seconds`` and answers the IMM body; a job still running then stays pollable natively.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import CeleryDep, PrincipalDep, RedisDep, SettingsDep, require_project_access
+from api.errors import JSON_MEDIA_TYPE, ImmError, invalid_argument, request_id_of, service_unavailable
+from api.jobs import build_params, submit_job, wait_for_job
+from api.metrics import JOBS_SUBMITTED
+from worker.contracts import Job, JobStatus
+
+router = APIRouter(tags=["imm-rpc"])
+
+ACTION = "DetectImageCropping"
+VERSION = "2020-09-30"
+
+
+async def _params(request: Request) -> dict[str, str]:
+    """Query parameters merged with a form-encoded body (the body wins), decoded with form rules."""
+    params = dict(parse_qsl(request.url.query, keep_blank_values=True))
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        body = (await request.body()).decode("utf-8", errors="replace")
+        params.update(parse_qsl(body, keep_blank_values=True))
+    return params
+
+
+def _job_error(job: Job) -> ImmError:
+    code = job.Code or "InternalError"
+    message = job.Message or "The job failed."
+    if code == "ResourceNotFound":
+        return ImmError(404, "ResourceNotFound", message)
+    if code.startswith("InvalidArgument"):
+        return ImmError(400, "InvalidArgument", message)
+    if code in ("ServiceUnavailable", "Timeout"):
+        return service_unavailable(message)
+    return ImmError(500, "InternalError", message)
+
+
+def imm_body(job: Job) -> dict[str, object]:
+    """The DetectImageCropping response body of a finished job."""
+    body: dict[str, object] = {
+        "RequestId": job.RequestId,
+        "Croppings": [c.model_dump() for c in job.Croppings or []],
+    }
+    if job.InclusionHints:
+        body["MatchedInclusionHints"] = job.MatchedInclusionHints
+    return body
+
+
+@router.api_route("/", methods=["GET", "POST"], operation_id="imm_rpc",
+                  summary="IMM RPC endpoint (DetectImageCropping), for the official SDK")
+async def rpc(
+    request: Request, principal: PrincipalDep, r: RedisDep, celery: CeleryDep, settings: SettingsDep
+) -> JSONResponse:
+    params = await _params(request)
+    action = request.headers.get("x-acs-action") or params.get("Action")
+    version = request.headers.get("x-acs-version") or params.get("Version")
+    if action != ACTION:
+        raise ImmError(404, "InvalidAction.NotFound", f"The specified action {action!r} is not found.")
+    if version != VERSION:
+        raise ImmError(400, "InvalidVersion", f"The specified version {version!r} is not valid; use {VERSION}.")
+    project = params.get("ProjectName")
+    if not project:
+        raise invalid_argument("ProjectName is required.")
+    job_params = build_params(
+        project,
+        source_uri=params.get("SourceURI"),
+        aspect_ratios=params.get("AspectRatios"),
+        inclusion_hints=params.get("InclusionHints"),
+        credential_config=params.get("CredentialConfig"),
+    )
+    require_project_access(principal, project)
+    job = await submit_job(r, celery, settings, job_params, request_id_of(request))
+    JOBS_SUBMITTED.labels(face="rpc").inc()
+    done = await wait_for_job(r, job.RequestId, settings.rpc_wait_seconds)
+    if done is None or not done.Status.finished:
+        raise service_unavailable(
+            f"The job {job.RequestId} is still running; poll GET /v1/projects/{project}/crop-jobs/{job.RequestId}."
+        )
+    if done.Status is JobStatus.FAILED:
+        raise _job_error(done)
+    return JSONResponse(imm_body(done), media_type=JSON_MEDIA_TYPE)

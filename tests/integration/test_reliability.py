@@ -1,0 +1,173 @@
+"""Nothing accepted is lost: worker deaths mid-job, a poison job, and a storage outage.
+
+Each test runs its own stack (own queue) so killing processes cannot disturb other tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import Stack
+from tests.integration.helpers import jpeg, png, submit, wait_done
+
+pytestmark = pytest.mark.integration
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _status(stack: Stack, rid: str) -> str | None:
+    raw = redis.Redis.from_url(stack.redis_url).get(f"cropq:job:{rid}")
+    if raw is None:
+        return None
+    import json
+
+    return str(json.loads(raw)["Status"])
+
+
+def _wait_running(stack: Stack, rid: str, timeout: float = 60, attempt: int = 1) -> None:
+    """Wait until run number ``attempt`` of the job is under way."""
+    r = redis.Redis.from_url(stack.redis_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _status(stack, rid) == "Running" and int(r.get(f"cropq:job:{rid}:attempts") or 0) == attempt:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"job {rid} never ran")
+
+
+def _heavy_image(stack: Stack, bucket: str) -> str:
+    # Noise PNG: no DCT shortcut, so decoding takes long enough to be caught mid-job.
+    return stack.put(bucket, "heavy.png", png(3000, 3000))
+
+
+def test_sigkill_of_the_worker_child_mid_job_reruns_it(make_stack: Any) -> None:
+    stack: Stack = make_stack(workers=1)
+    project, bucket = stack.project()
+    uri = _heavy_image(stack, bucket)
+    with stack.http() as c:
+        rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
+        _wait_running(stack, rid)
+        (child,) = _children(stack.workers[0].pid)
+        os.kill(child, signal.SIGKILL)
+        job = wait_done(c, project, rid, timeout=120)
+    assert job["Status"] == "Succeeded", job
+    assert job["Attempts"] == 2
+
+
+def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(make_stack: Any) -> None:
+    stack: Stack = make_stack(workers=2, visibility_timeout="6", webhook_retry_schedule="[1, 2]")
+    project, bucket = stack.project()
+    uri = _heavy_image(stack, bucket)
+    with stack.http() as c:
+        rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1", "16:9"]})
+        _wait_running(stack, rid)
+        (victim,) = [w for w in stack.workers if rid in w.log_path.read_text()]
+        survivor = next(w for w in stack.workers if w is not victim)
+        victim.signal_group(signal.SIGKILL)  # the machine is gone: main process and children
+        job = wait_done(c, project, rid, timeout=120)
+    assert job["Status"] == "Succeeded", job
+    assert job["Attempts"] == 2
+    assert not victim.alive()
+    assert rid in survivor.log_path.read_text()
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_failed(make_stack: Any) -> None:
+    stack: Stack = make_stack(workers=1, max_attempts="2")
+    project, bucket = stack.project()
+    uri = _heavy_image(stack, bucket)
+    with stack.http() as c:
+        rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
+        for attempt in (1, 2):
+            _wait_running(stack, rid, attempt=attempt)
+            for child in _children(stack.workers[0].pid):
+                os.kill(child, signal.SIGKILL)
+        job = wait_done(c, project, rid, timeout=120)
+    assert job["Status"] == "Failed", job
+    assert job["Code"] == "InternalError" and "given up" in job["Message"]
+    # The worker is still alive and serves the next job.
+    ok = stack.put(bucket, "ok.jpg", jpeg(400, 300))
+    with stack.http() as c:
+        assert wait_done(c, project, submit(c, project, {"SourceURI": ok}))["Status"] == "Succeeded"
+
+
+class FlakyProxy:
+    """A loopback TCP proxy to the real S3 server that can be switched off (an outage) and on again."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.up = threading.Event()
+        self.up.set()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.refused = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                self.refused += 1
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_storage_outage_is_retried_until_storage_returns(make_stack: Any, s3_server: Any) -> None:
+    proxy = FlakyProxy(s3_server.endpoint)
+    try:
+        stack: Stack = make_stack(workers=1, s3_endpoint=f"127.0.0.1:{proxy.port}", storage_retries="8")
+        project, bucket = stack.project()
+        uri = stack.put(bucket, "a.jpg", jpeg(600, 400))
+        proxy.up.clear()
+        with stack.http() as c:
+            rid = submit(c, project, {"SourceURI": uri})
+            deadline = time.monotonic() + 30
+            while proxy.refused < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proxy.refused >= 2, "the worker did not retry against the unavailable store"
+            proxy.up.set()
+            job = wait_done(c, project, rid, timeout=120)
+        assert job["Status"] == "Succeeded", job
+    finally:
+        proxy.close()

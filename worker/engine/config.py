@@ -1,0 +1,52 @@
+"""Every tunable of the crop engine in one frozen dataclass (smartcrop.js keeps its defaults the same way).
+
+The worker and the CLI build one ``EngineConfig`` (or use the defaults) and pass it in; nothing in the
+engine reads settings or the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    # --- decoding -------------------------------------------------------------------------------------
+    max_pixels: int = 100_000_000
+    """Refuse images whose header announces more pixels than this (decompression-bomb guard)."""
+    analysis_long_side: int = 320
+    """Feature maps and window search run on a copy whose long side is at most this many pixels."""
+    detect_long_side: int = 480
+    """Face detection runs on a copy of at most this long side: a 3%-of-short-side face is ~10 px there."""
+
+    # --- importance map -------------------------------------------------------------------------------
+    saliency_weight: float = 1.0
+    edge_weight: float = 0.35
+    centre_sigma_x: float = 0.26
+    """Centre prior: anisotropic Gaussian, sigma as a fraction of width (fitted to free-viewing data)."""
+    centre_sigma_y: float = 0.24
+    centre_weight: float = 0.6
+    """Blend: importance = saliency * (1 - w + w * prior) + prior * w * floor."""
+    centre_floor: float = 0.25
+    border_penalty: float = 0.6
+    """How much salient mass lying right on a crop edge costs (cutting a subject at the frame border)."""
+
+    # --- detectors ------------------------------------------------------------------------------------
+    face_threshold: float = 0.45
+    face_weight: float = 1.0
+    """Reward for keeping a whole face, relative to all the saliency of the image (which sums to 1)."""
+    face_cut_penalty: float = 1.5
+    """Cost of cutting through a face, per unit face weight (a hard-ish constraint)."""
+    person_weight: float = 0.35
+    """Reward for keeping a whole person box grown from a face."""
+    hint_weight: float = 2.0
+    """Reward per hinted object kept whole (dominates saliency: hints are what the user asked for)."""
+    max_objects: int = 10
+    """Hinted objects that crops try to include (the most confident first)."""
+    max_faces: int = 24
+
+    # --- candidate search -----------------------------------------------------------------------------
+    scales: tuple[float, ...] = (1.0, 0.9, 0.8)
+    """Window sizes tried, as a fraction of the largest window of the ratio that fits."""
+    area_weight: float = 0.5
+    """Preference for larger windows: the score loses this much per unit of lost area (full size = 0)."""

@@ -1,0 +1,181 @@
+"""Bytes -> a small RGB array for analysis, plus the displayed (EXIF-oriented) size of the full image.
+
+The pixel cap is checked on the header before any pixel is decoded. JPEGs are decoded with DCT scaling
+(Pillow ``draft``), so a 12 MP photo costs about a 1/8-scale decode. Every mode Pillow opens (16-bit,
+grayscale, CMYK, palette, alpha) ends as 8-bit RGB; alpha is kept as a mask so that transparent pixels
+attract nothing. Every failure is an :class:`UnsupportedImage` or :class:`ImageTooLarge`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from worker.engine.config import EngineConfig
+from worker.engine.errors import ImageTooLarge, UnsupportedImage
+
+log = logging.getLogger(__name__)
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the Pillow transposition that displays the image upright.
+_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def _register_optional_openers() -> None:
+    """HEIC/AVIF through pillow-heif when it is installed (Pillow may read AVIF natively as well)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return
+    pillow_heif.register_heif_opener()
+
+
+_register_optional_openers()
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    rgb: NDArray[np.uint8]
+    """Analysis copy, H x W x 3, EXIF-oriented, long side at most ``size`` requested."""
+    alpha: NDArray[np.float32] | None
+    """Opacity in [0, 1] at the analysis size, or ``None`` for opaque images."""
+    width: int
+    """Displayed width of the full image (after EXIF orientation)."""
+    height: int
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block must not make a readable image unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _to_rgb_array(im: Image.Image) -> tuple[NDArray[np.uint8], NDArray[np.float32] | None]:
+    """Any Pillow mode -> (8-bit RGB, alpha or None)."""
+    mode = im.mode
+    if mode == "P":
+        # Palette images may carry transparency in their info block.
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im).astype(np.float32)
+        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
+        if mode == "I" and lo >= 0 and hi <= 65535:
+            lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
+        span = hi - lo if hi > lo else 1.0
+        gray = np.clip((arr - lo) * (255.0 / span), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2)), None
+    if mode in _ALPHA_MODES:
+        rgba = np.asarray(im.convert("RGBA"))
+        alpha = rgba[:, :, 3].astype(np.float32) / 255.0
+        rgb = rgba[:, :, :3].astype(np.float32)
+        # Flatten onto mid-grey: transparent pixels become flat and featureless.
+        flat = rgb * alpha[:, :, None] + 128.0 * (1.0 - alpha[:, :, None])
+        return flat.astype(np.uint8), alpha
+    if mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im), None
+
+
+def shrink(arr: NDArray[np.uint8], long_side: int) -> NDArray[np.uint8]:
+    h, w = arr.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1.0:
+        return np.ascontiguousarray(arr)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(cv2.resize(arr, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+
+def decode(data: bytes, config: EngineConfig, long_side: int) -> Decoded:
+    """Decode ``data`` to an RGB copy whose long side is at most ``long_side`` (never upscaled)."""
+    if not data:
+        raise UnsupportedImage("The image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning is superseded by our explicit cap below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise UnsupportedImage("The image header announces an empty image")
+            if width * height > config.max_pixels:
+                raise ImageTooLarge(
+                    f"The image has {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
+                )
+            orientation = _orientation(im)
+            if im.format == "JPEG":
+                # DCT scaling: libjpeg decodes at 1/2, 1/4 or 1/8 while staying >= the requested size.
+                scale = long_side / max(width, height)
+                im.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+            im.seek(0)  # GIF/APNG/TIFF: the first frame
+            im.load()
+            rgb, alpha = _to_rgb_array(im)
+    except (ImageTooLarge, UnsupportedImage):
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"The image is too large to decode safely: {exc}") from None
+    except UnidentifiedImageError:
+        raise UnsupportedImage("The bytes are not an image in a supported format") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError, IndexError) as exc:
+        raise UnsupportedImage(f"The image cannot be decoded (corrupt or truncated): {exc}") from None
+
+    transpose = _TRANSPOSE.get(orientation)
+    if transpose is not None:
+        rgb = np.asarray(Image.fromarray(rgb).transpose(transpose))
+        if alpha is not None:
+            alpha = np.asarray(Image.fromarray(alpha, mode="F").transpose(transpose), dtype=np.float32)
+        if orientation >= 5:
+            width, height = height, width
+    rgb = shrink(rgb, long_side)
+    if alpha is not None:
+        alpha = np.asarray(
+            cv2.resize(alpha, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32
+        )
+        if float(alpha.min()) >= 0.999:
+            alpha = None  # fully opaque: no mask needed
+    return Decoded(rgb=rgb, alpha=alpha, width=width, height=height)
+
+
+def from_array(rgb: NDArray[np.uint8], long_side: int) -> Decoded:
+    """The same analysis copy from an RGB (or RGBA / grayscale) array already in memory."""
+    arr = np.asarray(rgb)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise UnsupportedImage(f"Expected an H x W x 3 RGB array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.dtype == np.uint16:
+            arr = (arr >> 8).astype(np.uint8)
+        else:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+    alpha: NDArray[np.float32] | None = None
+    if arr.shape[2] == 4:
+        a = arr[:, :, 3].astype(np.float32) / 255.0
+        flat = arr[:, :, :3].astype(np.float32) * a[:, :, None] + 128.0 * (1.0 - a[:, :, None])
+        arr = flat.astype(np.uint8)
+        alpha = a
+    height, width = arr.shape[:2]
+    small = shrink(np.ascontiguousarray(arr), long_side)
+    if alpha is not None:
+        alpha = np.asarray(
+            cv2.resize(alpha, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32
+        )
+    return Decoded(rgb=small, alpha=alpha, width=width, height=height)

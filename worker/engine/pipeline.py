@@ -1,0 +1,163 @@
+"""The engine's public entry point, shared by the worker and the CLI.
+
+bytes -> decode once (DCT-scaled) -> detect faces (and hinted objects) -> importance map once ->
+for each requested ratio the best window -> integer rectangles of the displayed full image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.engine.config import EngineConfig
+from worker.engine.decode import Decoded, decode, from_array, shrink
+from worker.engine.detectors import Box, get_detector, persons_from_faces
+from worker.engine.features import saliency
+from worker.engine.hints import detector_for_hint
+from worker.engine.ratios import AUTO_CANDIDATES, AspectRatio, parse_ratio, parse_ratios
+from worker.engine.scoring import Scene, Target, Window
+from worker.engine.types import CropResult, CropSuggestion, Rect
+
+log = logging.getLogger(__name__)
+
+# One OpenCV thread per worker process (workers scale by processes).
+cv2.setNumThreads(1)
+
+_DEFAULT_CONFIG = EngineConfig()
+_AUTO_RATIOS: tuple[AspectRatio, ...] = tuple(r for r in map(parse_ratio, AUTO_CANDIDATES) if r is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything computed once per image and reused for every ratio (also drawn by the preview)."""
+
+    scene: Scene
+    faces: list[Box]
+    hinted: dict[str, list[Box]]
+    """Per hint (as given): the objects its detector found, most confident first."""
+
+
+def detect_crops(
+    data: bytes,
+    aspect_ratios: Sequence[str],
+    inclusion_hints: Sequence[str] = (),
+    config: EngineConfig | None = None,
+) -> CropResult:
+    """Crop suggestions for an encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/AVIF if supported).
+
+    Raises :class:`~worker.engine.errors.InvalidAspectRatio`, :class:`~worker.engine.errors.UnsupportedImage`
+    or :class:`~worker.engine.errors.ImageTooLarge`.
+    """
+    cfg = config or _DEFAULT_CONFIG
+    parsed = parse_ratios(list(aspect_ratios))
+    decoded = decode(data, cfg, max(cfg.detect_long_side, cfg.analysis_long_side))
+    return _crop(decoded, list(aspect_ratios), parsed, inclusion_hints, cfg)
+
+
+def detect_crops_array(
+    rgb: NDArray[np.uint8],
+    aspect_ratios: Sequence[str],
+    inclusion_hints: Sequence[str] = (),
+    config: EngineConfig | None = None,
+) -> CropResult:
+    """The same for an H x W x 3 RGB (or RGBA, or grayscale) array; coordinates are in its pixels."""
+    cfg = config or _DEFAULT_CONFIG
+    parsed = parse_ratios(list(aspect_ratios))
+    decoded = from_array(rgb, max(cfg.detect_long_side, cfg.analysis_long_side))
+    return _crop(decoded, list(aspect_ratios), parsed, inclusion_hints, cfg)
+
+
+def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig) -> Analysis:
+    det = decoded.rgb
+    ana = shrink(det, cfg.analysis_long_side)
+    alpha = decoded.alpha
+    if alpha is not None and alpha.shape != ana.shape[:2]:
+        alpha = np.asarray(cv2.resize(alpha, (ana.shape[1], ana.shape[0]), interpolation=cv2.INTER_AREA),
+                           dtype=np.float32)
+    faces = [b for b in get_detector("face").detect(shrink(det, cfg.detect_long_side))
+             if b.score >= cfg.face_threshold][: cfg.max_faces]
+    hinted: dict[str, list[Box]] = {}
+    for hint in inclusion_hints:
+        name = detector_for_hint(hint)
+        if name is None:
+            hinted[hint] = []
+        elif name == "face":
+            hinted[hint] = faces[: cfg.max_objects]
+        elif name == "person":
+            hinted[hint] = persons_from_faces(faces)[: cfg.max_objects]
+        else:
+            found = get_detector(name).detect(shrink(det, cfg.detect_long_side))
+            hinted[hint] = sorted(found, key=lambda b: -b.score)[: cfg.max_objects]
+    importance = saliency(ana, alpha, cfg)
+    h, w = importance.shape
+    targets = _targets(faces, hinted, w, h, cfg)
+    return Analysis(Scene(importance, decoded.width, decoded.height, targets, cfg), faces, hinted)
+
+
+def _targets(faces: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg: EngineConfig) -> list[Target]:
+    out: list[Target] = []
+    largest = max((f.area for f in faces), default=0.0)
+    for f in faces:
+        # Every face counts; larger faces a little more (they are what a viewer notices first).
+        size = float(np.sqrt(f.area / largest)) if largest > 0 else 1.0
+        weight = cfg.face_weight * (0.6 + 0.4 * size)
+        out.append(Target(f.x0 * w, f.y0 * h, f.x1 * w, f.y1 * h, weight, cfg.face_cut_penalty * weight, "face"))
+    for p in persons_from_faces(faces):
+        out.append(Target(p.x0 * w, p.y0 * h, p.x1 * w, p.y1 * h, cfg.person_weight, 0.0, "person"))
+    for hint, boxes in hinted.items():
+        for b in boxes:
+            out.append(Target(b.x0 * w, b.y0 * h, b.x1 * w, b.y1 * h, cfg.hint_weight,
+                              cfg.face_cut_penalty * cfg.hint_weight, hint))
+    return out
+
+
+def _crop(decoded: Decoded, requested: list[str], parsed: list[AspectRatio | None],
+          inclusion_hints: Sequence[str], cfg: EngineConfig) -> CropResult:
+    hints = [h for h in inclusion_hints if h.strip()]
+    analysis = analyse(decoded, hints, cfg)
+    scene = analysis.scene
+    croppings: list[CropSuggestion] = []
+    cache: dict[AspectRatio, Window] = {}
+
+    def best_for(r: AspectRatio) -> Window:
+        if r not in cache:
+            cache[r] = scene.best(r.w, r.h)
+        return cache[r]
+
+    for text, ratio in zip(requested, parsed, strict=True):
+        if ratio is None:
+            ratio, win = _auto(best_for)
+            croppings.append(CropSuggestion(str(ratio), win.rect, round(win.confidence, 4)))
+        else:
+            win = best_for(ratio)
+            croppings.append(CropSuggestion(text, win.rect, round(win.confidence, 4)))
+    matched = [
+        hint for hint, boxes in analysis.hinted.items()
+        if any(_inside(b, c.rect, decoded.width, decoded.height) for b in boxes for c in croppings)
+    ]
+    return CropResult(decoded.width, decoded.height, croppings, matched)
+
+
+def _auto(best_for: Callable[[AspectRatio], Window]) -> tuple[AspectRatio, Window]:
+    """`auto`: the common ratio whose crop throws away the most area per unit of importance lost,
+    i.e. the largest (area lost - importance lost); ties go to the larger crop."""
+    scored: list[tuple[float, float, int, AspectRatio, Window]] = []
+    for i, r in enumerate(_AUTO_RATIOS):
+        win = best_for(r)
+        gain = (1.0 - win.area_frac) - (1.0 - win.kept) * 2.0
+        scored.append((gain, win.area_frac, -i, r, win))
+    scored.sort(key=lambda t: (t[0], t[1], t[2]), reverse=True)
+    _, _, _, ratio, win = scored[0]
+    return ratio, win
+
+
+def _inside(b: Box, rect: Rect, width: int, height: int) -> bool:
+    tol = 1.0
+    return (rect.left <= b.x0 * width + tol and rect.right >= b.x1 * width - tol
+            and rect.top <= b.y0 * height + tol and rect.bottom >= b.y1 * height - tol)
+

@@ -1,0 +1,70 @@
+"""Job records in Redis, as the workers read and write them (synchronous redis-py).
+
+A job record is one JSON string under ``cropq:job:<RequestId>`` with the result TTL. Updates use
+optimistic locking (WATCH/MULTI) so a webhook update and a state change never overwrite each other.
+Finishing a job publishes on its channel so long-polls wake at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from worker import keys
+from worker.contracts import Job
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+        self.r = client
+        self.ttl = ttl_seconds
+
+    def get(self, request_id: str) -> Job:
+        raw = self.r.get(keys.job(request_id))
+        if raw is None:
+            raise JobNotFound(request_id)
+        return Job.model_validate_json(raw)
+
+    def update(self, request_id: str, change: Callable[[Job], Job | None]) -> Job:
+        """Apply ``change`` atomically; returning None from it leaves the record untouched."""
+        key = keys.job(request_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise JobNotFound(request_id)
+                    job = Job.model_validate_json(raw)
+                    new = change(job)
+                    if new is None:
+                        pipe.unwatch()
+                        return job
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json(exclude_none=True), ex=self.ttl)
+                    if new.Status.finished and not job.Status.finished:
+                        pipe.publish(keys.job_done_channel(request_id), new.Status.value)
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+    def bump_attempts(self, request_id: str) -> int:
+        """Count this run before doing any work, so a run that kills its worker still counts."""
+        key = keys.job_attempts(request_id)
+        with self.r.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.ttl)
+            n, _ = pipe.execute()
+        return int(n)
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, retry_on_timeout=True, health_check_interval=30
+    )
