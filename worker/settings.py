@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(60, ge=1, description="Soft time limit of one crop job, seconds.")
     task_hard_time_limit: int = Field(90, ge=2, description="Hard time limit: the worker child is killed, seconds.")
     visibility_timeout: int = Field(
-        300, ge=5, description="Seconds before a job held by a vanished worker is handed to another worker."
+        1800, ge=5, description="Seconds before a job held by a vanished worker is handed to another worker."
     )
     storage_retries: int = Field(5, ge=0, description="Retries (with backoff and jitter) on transient S3 errors.")
     max_image_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest source object accepted, bytes.")
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # --- webhooks ---
     webhook_retry_schedule: list[int] = Field(
         # Fits the default visibility_timeout; a longer schedule needs a longer visibility_timeout.
-        default_factory=lambda: [5, 15, 30, 60, 120],
+        default_factory=lambda: [5, 30, 120, 300, 600, 840],
         description=(
             "Seconds to wait before each callback retry (JSON list); jitter ±20 % is added. Twice the longest"
             " delay plus webhook_timeout_seconds must stay below visibility_timeout."

@@ -70,7 +70,8 @@ def test_sigkill_of_the_worker_child_mid_job_reruns_it(make_stack: Any) -> None:
 
 
 def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(make_stack: Any) -> None:
-    stack: Stack = make_stack(workers=2, visibility_timeout="6", webhook_retry_schedule="[1, 2]")
+    stack: Stack = make_stack(workers=2, visibility_timeout="6", webhook_retry_schedule="[1, 2]",
+                              webhook_timeout_seconds="1")
     project, bucket = stack.project()
     uri = _heavy_image(stack, bucket)
     with stack.http() as c:

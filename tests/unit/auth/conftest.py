@@ -4,6 +4,7 @@ requests the official IMM SDK would send, taken just before they reach the netwo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -93,10 +94,8 @@ def capture_sdk_request(
             protocol="http",
             signature_algorithm=signature_algorithm,
         )
-        try:
+        with contextlib.suppress(Exception):  # the catcher's exception, wrapped by the SDK
             Client(config).detect_image_cropping(imm_models.DetectImageCroppingRequest(**request_fields))
-        except Exception:
-            pass
     finally:
         DaraCore.do_action = original  # type: ignore[method-assign]
     assert len(seen) == 1, "the SDK did not reach its transport"
