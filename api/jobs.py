@@ -21,7 +21,7 @@ from api.errors import ImmError, invalid_argument, not_found, service_unavailabl
 from api.projects import load_project
 from worker import keys
 from worker.celery_app import CROP_TASK
-from worker.contracts import CropTaskMessage, Job, JobStatus, utcnow_iso
+from worker.contracts import CallbackState, CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.engine.errors import CropError
 from worker.engine.ratios import hints_from_param, ratios_from_param
 from worker.settings import Settings
@@ -146,6 +146,7 @@ async def submit_job(
         InclusionHints=params.inclusion_hints,
         UserData=params.user_data,
         CallbackURL=params.callback_url,
+        Callback=CallbackState() if params.callback_url else None,
         CreatedAt=utcnow_iso(),
     )
     await r.set(keys.job(request_id), job.model_dump_json(exclude_none=True), ex=settings.result_ttl_seconds)
