@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.command()
 def up(
     port: Annotated[int | None, typer.Option(help="API port (default CROPQ_API_PORT or 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default CROPQ_WORKERS or 2).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default CROPQ_WORKERS or 2).")
+    ] = None,
 ) -> None:
     """Run the API and workers in the foreground (plus embedded Valkey and SeaweedFS unless
     CROPQ_REDIS_URL / CROPQ_S3_ENDPOINT point at running servers). Ctrl-C stops everything."""
@@ -29,7 +33,9 @@ def up(
 def crop(
     images: Annotated[list[str], typer.Argument(help="Image files.")],
     ratios: Annotated[str, typer.Option(help="Comma-separated W:H ratios (at most 5), or 'auto'.")] = "auto",
-    hint: Annotated[str | None, typer.Option(help="Object to keep, e.g. face, person, cat, text, 人脸.")] = None,
+    hint: Annotated[
+        str | None, typer.Option(help="Object to keep, e.g. face, person, cat, text, 人脸.")
+    ] = None,
     preview: Annotated[Path | None, typer.Option(help="Write a PNG per image with the crops drawn.")] = None,
 ) -> None:
     """Crop local images with the engine alone; one JSON line per image on stdout."""
@@ -50,8 +56,13 @@ def upload(
     from worker.settings import get_settings
 
     s = get_settings()
-    client = Minio(s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key.get_secret_value(),
-                   secure=s.s3_secure, region=s.s3_region)
+    client = Minio(
+        s.s3_endpoint,
+        access_key=s.s3_access_key,
+        secret_key=s.s3_secret_key.get_secret_value(),
+        secure=s.s3_secure,
+        region=s.s3_region,
+    )
     if not client.bucket_exists(bucket):
         client.make_bucket(bucket)
     for f in files:
@@ -88,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

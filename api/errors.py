@@ -106,8 +106,11 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             err = ImmError(405, "MethodNotAllowed", f"Method {request.method} is not allowed here.")
         else:
-            err = ImmError(exc.status_code, "InvalidArgument" if exc.status_code < 500 else "InternalError",
-                           str(exc.detail))
+            err = ImmError(
+                exc.status_code,
+                "InvalidArgument" if exc.status_code < 500 else "InternalError",
+                str(exc.detail),
+            )
         return error_response(request, err)
 
     @app.exception_handler(Exception)

@@ -49,7 +49,9 @@ class JobParams:
 
 def validate_project_name(name: str) -> str:
     if not _PROJECT_RE.fullmatch(name or ""):
-        raise invalid_argument(f"ProjectName {name[:80]!r} is not valid (letters, digits, '-' and '_', 1-128).")
+        raise invalid_argument(
+            f"ProjectName {name[:80]!r} is not valid (letters, digits, '-' and '_', 1-128)."
+        )
     return name
 
 
@@ -58,7 +60,9 @@ def parse_source_uri(uri: str | None) -> tuple[str, str]:
         raise invalid_argument("SourceURI is required.")
     m = _URI_RE.fullmatch(uri)
     if m is None or ".." in m.group(2):
-        raise invalid_argument(f"SourceURI {uri[:200]!r} must look like oss://bucket/object (or s3://bucket/object).")
+        raise invalid_argument(
+            f"SourceURI {uri[:200]!r} must look like oss://bucket/object (or s3://bucket/object)."
+        )
     return m.group(2), m.group(3)
 
 
@@ -160,8 +164,12 @@ async def submit_job(
     )
     try:
         await run_in_threadpool(
-            celery.send_task, CROP_TASK, args=[message.model_dump()], task_id=request_id,
-            queue=settings.queue_name, retry=True,
+            celery.send_task,
+            CROP_TASK,
+            args=[message.model_dump()],
+            task_id=request_id,
+            queue=settings.queue_name,
+            retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
         )
     except Exception as e:  # broker down: the job must not stay recorded as Queued forever
@@ -198,7 +206,7 @@ async def wait_for_job(r: aioredis.Redis, request_id: str, timeout: float) -> Jo
             await pubsub.get_message(timeout=min(left, 1.0))
             job = await get_job(r, request_id)
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
     return job
 
 

@@ -31,16 +31,27 @@ class ManagedProcess:
     """A child process in its own session (so a terminal's Ctrl-C reaches only us and we stop children in
     order), logging to a file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
         )
 
     @property
@@ -72,7 +83,9 @@ class ManagedProcess:
             return ""
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: ManagedProcess | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, proc: ManagedProcess | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
@@ -97,8 +110,21 @@ def start_valkey(data_dir: Path, port: int, *, durable: bool = True) -> ManagedP
     """A Redis-protocol server. ``durable``: append-only file, fsync every second (accepted jobs survive a
     restart)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve()),
-            "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "yes"]
+    argv = [
+        valkey_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir.resolve()),
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "yes",
+    ]
     argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]
     proc = ManagedProcess("valkey", argv, data_dir / "valkey.log")
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
@@ -116,21 +142,54 @@ def weed_binary() -> str:
 
 
 def start_seaweedfs(data_dir: Path, s3_port: int, access_key: str, secret_key: str) -> ManagedProcess:
-    """SeaweedFS ``weed mini`` with S3 on ``s3_port``; every other port is a free one so several can coexist."""
+    """SeaweedFS ``weed mini`` with S3 on ``s3_port``; all other ports are free ones, so several coexist."""
     data_dir = data_dir.resolve()
     (data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    config = {"identities": [{"name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                              "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
+    config = {
+        "identities": [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
     (data_dir / "s3.json").write_text(json.dumps(config))
-    ports = {flag: free_port() for flag in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-        "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port", "debug.port", "s3.debug.port")}
-    argv = [weed_binary(), f"-logdir={data_dir / 'logs'}", "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-s3.port={s3_port}", f"-s3.config={data_dir / 's3.json'}", "-webdav=false", "-admin.ui=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-            f"-s3.localSocket={data_dir / 'tmp' / 's3.sock'}",
-            *[f"-{flag}={port}" for flag, port in ports.items()]]
+    ports = {
+        flag: free_port()
+        for flag in (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "webdav.port",
+            "debug.port",
+            "s3.debug.port",
+        )
+    }
+    argv = [
+        weed_binary(),
+        f"-logdir={data_dir / 'logs'}",
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={s3_port}",
+        f"-s3.config={data_dir / 's3.json'}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        f"-s3.localSocket={data_dir / 'tmp' / 's3.sock'}",
+        *[f"-{flag}={port}" for flag, port in ports.items()],
+    ]
     env = {**os.environ, "TMPDIR": str(data_dir / "tmp")}
     proc = ManagedProcess("seaweedfs", argv, data_dir / "weed.log", env=env, cwd=data_dir)
 
@@ -143,20 +202,55 @@ def start_seaweedfs(data_dir: Path, s3_port: int, access_key: str, secret_key: s
 
 # ---------------------------------------------------------------- cropq processes
 def start_api(env: Mapping[str, str], host: str, port: int, log_path: Path) -> ManagedProcess:
-    argv = [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", host,
-            "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "10"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.main:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "10",
+    ]
     proc = ManagedProcess("api", argv, log_path, env=env)
 
     import httpx
 
-    wait_until(lambda: httpx.get(f"http://{host}:{port}/healthz", timeout=1).status_code == 200, 60, "API", proc)
+    wait_until(
+        lambda: httpx.get(f"http://{host}:{port}/healthz", timeout=1).status_code == 200, 60, "API", proc
+    )
     return proc
 
 
-def start_worker(env: Mapping[str, str], name: str, concurrency: int, queue: str, log_path: Path) -> ManagedProcess:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue,
-            "-n", f"{name}@%h", "--concurrency", str(concurrency), "--prefetch-multiplier", "1",
-            "-O", "fair", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+def start_worker(
+    env: Mapping[str, str], name: str, concurrency: int, queue: str, log_path: Path
+) -> ManagedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        f"{name}@%h",
+        "--concurrency",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",
+        "-O",
+        "fair",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "INFO",
+    ]
     return ManagedProcess(f"worker {name}", argv, log_path, env=env)
 
 

@@ -34,7 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = s
         app.state.redis = aioredis.Redis.from_url(
-            s.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=3,
+            s.redis_url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=3,
             health_check_interval=30,
         )
         app.state.celery = make_celery(s)
@@ -53,7 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         rid = new_request_id()
         request.state.request_id = rid
         structlog.contextvars.clear_contextvars()
@@ -64,8 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route = getattr(request.scope.get("route"), "path", "unmatched")
         HTTP_SECONDS.labels(request.method, route, str(response.status_code)).observe(elapsed)
         response.headers.setdefault("x-acs-request-id", rid)
-        log.info("http_request", method=request.method, route=route, status=response.status_code,
-                 ms=round(elapsed * 1000, 1))
+        log.info(
+            "http_request",
+            method=request.method,
+            route=route,
+            status=response.status_code,
+            ms=round(elapsed * 1000, 1),
+        )
         return response
 
     app.include_router(health.router)

@@ -7,6 +7,8 @@ from prometheus_client import Counter, Histogram
 
 JOBS_SUBMITTED = Counter("cropq_jobs_submitted_total", "Crop jobs accepted", ["face"])
 HTTP_SECONDS = Histogram(
-    "cropq_http_request_seconds", "HTTP request latency", ["method", "route", "status"],
+    "cropq_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

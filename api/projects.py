@@ -27,8 +27,9 @@ async def put_project(r: aioredis.Redis, name: str, buckets: list[str]) -> tuple
             raise invalid_argument(f"Bucket name {b[:80]!r} is not valid.")
     existing = await load_project(r, name)
     if existing is None:
-        project = Project(ProjectName=name, Buckets=sorted(set(buckets)), CreatedAt=utcnow_iso(),
-                          WebhookSecret=new_secret())
+        project = Project(
+            ProjectName=name, Buckets=sorted(set(buckets)), CreatedAt=utcnow_iso(), WebhookSecret=new_secret()
+        )
         created = bool(await r.set(keys.project(name), project.model_dump_json(), nx=True))
         if not created:  # lost a race with another create: update that one instead
             return await put_project(r, name, buckets)

@@ -76,27 +76,45 @@ def run_up(port: int | None, workers: int | None) -> int:
             procs.append(start_valkey(data / "valkey", rport, durable=True))
             env["CROPQ_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
         if "CROPQ_S3_ENDPOINT" not in env_given:
-            creds = _persisted(data / "s3-credentials.json", lambda: {
-                "AccessKey": "cropq" + secrets.token_hex(4), "SecretKey": secrets.token_urlsafe(24)})
+            creds = _persisted(
+                data / "s3-credentials.json",
+                lambda: {"AccessKey": "cropq" + secrets.token_hex(4), "SecretKey": secrets.token_urlsafe(24)},
+            )
             sport = 8333 if _port_free(8333) else free_port()
             procs.append(start_seaweedfs(data / "s3", sport, creds["AccessKey"], creds["SecretKey"]))
-            env.update(CROPQ_S3_ENDPOINT=f"127.0.0.1:{sport}", CROPQ_S3_ACCESS_KEY=creds["AccessKey"],
-                       CROPQ_S3_SECRET_KEY=creds["SecretKey"], CROPQ_S3_SECURE="false")
+            env.update(
+                CROPQ_S3_ENDPOINT=f"127.0.0.1:{sport}",
+                CROPQ_S3_ACCESS_KEY=creds["AccessKey"],
+                CROPQ_S3_SECRET_KEY=creds["SecretKey"],
+                CROPQ_S3_SECURE="false",
+            )
         if not env_given.get("CROPQ_SECRET_KEY"):
             env["CROPQ_SECRET_KEY"] = _persisted(data / "secret-key.json", lambda: secrets.token_urlsafe(32))
         dev_key: dict[str, Any] | None = None
         if not env_given.get("CROPQ_ACCESS_KEYS"):
-            dev_key = _persisted(data / "dev-access-key.json", lambda: {
-                "AccessKeyId": "LTAIdev" + secrets.token_hex(8), "AccessKeySecret": secrets.token_urlsafe(24),
-                "Projects": ["*"]})
+            dev_key = _persisted(
+                data / "dev-access-key.json",
+                lambda: {
+                    "AccessKeyId": "LTAIdev" + secrets.token_hex(8),
+                    "AccessKeySecret": secrets.token_urlsafe(24),
+                    "Projects": ["*"],
+                },
+            )
             env["CROPQ_ACCESS_KEYS"] = json.dumps([dev_key])
         if port is not None:
             env["CROPQ_API_PORT"] = str(port)
-        settings = Settings(_env_file=None, **_settings_kwargs(env))  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, **_settings_kwargs(env))
         n = workers or settings.workers
         for i in range(n):
-            procs.append(start_worker(env, f"w{i + 1}", settings.worker_concurrency, settings.queue_name,
-                                      data / "logs" / f"worker-{i + 1}.log"))
+            procs.append(
+                start_worker(
+                    env,
+                    f"w{i + 1}",
+                    settings.worker_concurrency,
+                    settings.queue_name,
+                    data / "logs" / f"worker-{i + 1}.log",
+                )
+            )
         procs.append(start_api(env, settings.api_host, settings.api_port, data / "logs" / "api.log"))
         url = f"http://{settings.api_host}:{settings.api_port}"
         if dev_key is not None:
@@ -119,7 +137,7 @@ def _settings_kwargs(env: dict[str, str]) -> dict[str, Any]:
     prefix = "CROPQ_"
     out: dict[str, Any] = {}
     for k, v in env.items():
-        name = k[len(prefix):].lower()
+        name = k[len(prefix) :].lower()
         if k.startswith(prefix) and name in Settings.model_fields:
             out[name] = v
     return out
@@ -129,8 +147,12 @@ def _prepare_demo(url: str, key: dict[str, Any], settings: Settings) -> None:
     """Create the demo project and bucket and put a sample image in it, so the printed curl works."""
     from minio import Minio
 
-    s3 = Minio(settings.s3_endpoint, access_key=settings.s3_access_key,
-               secret_key=settings.s3_secret_key.get_secret_value(), secure=settings.s3_secure)
+    s3 = Minio(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=settings.s3_secure,
+    )
     if not s3.bucket_exists(DEMO_BUCKET):
         s3.make_bucket(DEMO_BUCKET)
     import io
@@ -138,25 +160,34 @@ def _prepare_demo(url: str, key: dict[str, Any], settings: Settings) -> None:
     data = _sample_jpeg()
     s3.put_object(DEMO_BUCKET, "sample.jpg", io.BytesIO(data), len(data), content_type="image/jpeg")
     auth = {"Authorization": f"Bearer {key['AccessKeyId']}:{key['AccessKeySecret']}"}
-    httpx.put(f"{url}/v1/projects/{DEMO_PROJECT}", json={"Buckets": [DEMO_BUCKET]}, headers=auth,
-              timeout=10).raise_for_status()
+    httpx.put(
+        f"{url}/v1/projects/{DEMO_PROJECT}", json={"Buckets": [DEMO_BUCKET]}, headers=auth, timeout=10
+    ).raise_for_status()
 
 
 def _banner(url: str, s: Settings, key: dict[str, Any] | None, workers: int, data: Path) -> None:
     _say(f"cropq is up: API {url}  (docs {url}/docs), {workers} worker(s), data in {data}")
     _say(f"  Redis: {s.redis_url}")
-    _say(f"  S3:    http{'s' if s.s3_secure else ''}://{s.s3_endpoint}  access key {s.s3_access_key}  "
-         f"secret {s.s3_secret_key.get_secret_value()}")
+    _say(
+        f"  S3:    http{'s' if s.s3_secure else ''}://{s.s3_endpoint}  access key {s.s3_access_key}  "
+        f"secret {s.s3_secret_key.get_secret_value()}"
+    )
     if key is not None:
         auth = f"{key['AccessKeyId']}:{key['AccessKeySecret']}"
-        _say(f"  Dev access key (all projects): AccessKeyId {key['AccessKeyId']}  "
-             f"AccessKeySecret {key['AccessKeySecret']}")
+        _say(
+            f"  Dev access key (all projects): AccessKeyId {key['AccessKeyId']}  "
+            f"AccessKeySecret {key['AccessKeySecret']}"
+        )
         _say("Try it:")
-        _say(f"  curl -s -X POST {url}/v1/projects/{DEMO_PROJECT}/crop-jobs \\\n"
-             f"    -H 'Authorization: Bearer {auth}' -H 'Content-Type: application/json' \\\n"
-             f"    -d '{{\"SourceURI\": \"oss://{DEMO_BUCKET}/sample.jpg\", \"AspectRatios\": [\"1:1\", \"16:9\"]}}'")
-        _say(f"  curl -s '{url}/v1/projects/{DEMO_PROJECT}/crop-jobs/<RequestId>?wait=10' "
-             f"-H 'Authorization: Bearer {auth}'")
+        _say(
+            f"  curl -s -X POST {url}/v1/projects/{DEMO_PROJECT}/crop-jobs \\\n"
+            f"    -H 'Authorization: Bearer {auth}' -H 'Content-Type: application/json' \\\n"
+            f'    -d \'{{"SourceURI": "oss://{DEMO_BUCKET}/sample.jpg", "AspectRatios": ["1:1", "16:9"]}}\''
+        )
+        _say(
+            f"  curl -s '{url}/v1/projects/{DEMO_PROJECT}/crop-jobs/<RequestId>?wait=10' "
+            f"-H 'Authorization: Bearer {auth}'"
+        )
         _say(f"  Upload your own: cropq upload photo.jpg --bucket {DEMO_BUCKET}")
     _say("Press Ctrl-C to stop.")
 
@@ -164,7 +195,7 @@ def _banner(url: str, s: Settings, key: dict[str, Any] | None, workers: int, dat
 def _supervise(procs: list[ManagedProcess]) -> int:
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)

@@ -64,7 +64,9 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     external = os.environ.get("CROPQ_TEST_S3_ENDPOINT")
     if external:
-        yield S3Server(external, os.environ["CROPQ_TEST_S3_ACCESS_KEY"], os.environ["CROPQ_TEST_S3_SECRET_KEY"])
+        yield S3Server(
+            external, os.environ["CROPQ_TEST_S3_ACCESS_KEY"], os.environ["CROPQ_TEST_S3_SECRET_KEY"]
+        )
         return
     port = free_port()
     key, secret = "testkey" + secrets.token_hex(3), secrets.token_urlsafe(18)
@@ -73,7 +75,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     proc.stop()
 
 
-ADMIN_KEY = {"AccessKeyId": "LTAItestadmin0001", "AccessKeySecret": "admin-secret-for-tests-0001", "Projects": ["*"]}
+ADMIN_KEY = {
+    "AccessKeyId": "LTAItestadmin0001",
+    "AccessKeySecret": "admin-secret-for-tests-0001",
+    "Projects": ["*"],
+}
 
 
 @dataclass
@@ -99,8 +105,9 @@ class Stack:
     def add_worker(self) -> ManagedProcess:
         n = len(self.workers) + 1
         name = f"{self.env['CROPQ_QUEUE_NAME']}-w{n}"
-        w = start_worker(self.env, name, self.concurrency, self.env["CROPQ_QUEUE_NAME"],
-                         self.workdir / f"worker-{n}.log")
+        w = start_worker(
+            self.env, name, self.concurrency, self.env["CROPQ_QUEUE_NAME"], self.workdir / f"worker-{n}.log"
+        )
         self.workers.append(w)
         return w
 
@@ -124,7 +131,9 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def make_stack(redis_url: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def make_stack(
+    redis_url: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
     """Factory: make_stack(workers=2, **settings) starts a stack on its own queue; stopped at session end."""
     stacks: list[Stack] = []
 
@@ -149,8 +158,15 @@ def make_stack(redis_url: str, s3_server: S3Server, tmp_path_factory: pytest.Tem
             **{f"CROPQ_{k.upper()}": v for k, v in settings.items()},
         }
         api = start_api(env, "127.0.0.1", port, workdir / "api.log")
-        stack = Stack(url=f"http://127.0.0.1:{port}", env=env, redis_url=redis_url, s3=s3_server,
-                      workdir=workdir, api=api, concurrency=concurrency)
+        stack = Stack(
+            url=f"http://127.0.0.1:{port}",
+            env=env,
+            redis_url=redis_url,
+            s3=s3_server,
+            workdir=workdir,
+            api=api,
+            concurrency=concurrency,
+        )
         stacks.append(stack)
         for _ in range(workers):
             stack.add_worker()
@@ -170,7 +186,7 @@ def wait_for_workers_on(stack: Stack, count: int) -> None:
     queue = stack.env["CROPQ_QUEUE_NAME"]
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        alive = [k for k in client.scan_iter(match=f"cropq:worker:{queue}-*", count=100)]
+        alive = list(client.scan_iter(match=f"cropq:worker:{queue}-*", count=100))
         if len(alive) >= count:
             return
         for w in stack.workers:

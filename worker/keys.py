@@ -10,7 +10,7 @@ def job(request_id: str) -> str:
 
 
 def job_attempts(request_id: str) -> str:
-    """Counter bumped at the start of every run, before any work (a run that kills its worker still counts)."""
+    """Bumped at the start of every run, before any work (a run that kills its worker still counts)."""
     return f"{PREFIX}:job:{request_id}:attempts"
 
 

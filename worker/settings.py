@@ -31,9 +31,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CROPQ_", extra="ignore", frozen=True)
 
     # --- Redis (job records, idempotency keys, nonces, Celery broker) ---
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for job records and the Celery broker.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL for job records and the Celery broker."
+    )
     # --- S3 / MinIO ---
-    s3_endpoint: str = Field("127.0.0.1:9000", description="S3 endpoint host:port (MinIO, SeaweedFS, AWS...).")
+    s3_endpoint: str = Field(
+        "127.0.0.1:9000", description="S3 endpoint host:port (MinIO, SeaweedFS, AWS...)."
+    )
     s3_access_key: str = Field("cropq", description="S3 access key.")
     s3_secret_key: SecretStr = Field(SecretStr("cropq-dev-secret"), description="S3 secret key.")
     s3_secure: bool = Field(False, description="Use HTTPS to talk to S3.")
@@ -42,21 +46,35 @@ class Settings(BaseSettings):
     # --- API ---
     api_host: str = Field("127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
-    max_wait_seconds: int = Field(30, ge=0, le=300, description="Upper bound of the long-poll ?wait= parameter.")
+    max_wait_seconds: int = Field(
+        30, ge=0, le=300, description="Upper bound of the long-poll ?wait= parameter."
+    )
     rpc_wait_seconds: float = Field(
         8.5, gt=0, description="How long the IMM RPC face waits for a result (the SDK gives up at 10 s)."
     )
     # --- jobs ---
-    result_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="How long job records and results are kept.")
-    max_attempts: int = Field(3, ge=1, le=20, description="Runs of one job before it is failed (worker deaths count).")
+    result_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=60, description="How long job records and results are kept."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="Runs of one job before it is failed (worker deaths count)."
+    )
     task_soft_time_limit: int = Field(60, ge=1, description="Soft time limit of one crop job, seconds.")
-    task_hard_time_limit: int = Field(90, ge=2, description="Hard time limit: the worker child is killed, seconds.")
+    task_hard_time_limit: int = Field(
+        90, ge=2, description="Hard time limit: the worker child is killed, seconds."
+    )
     visibility_timeout: int = Field(
         1800, ge=5, description="Seconds before a job held by a vanished worker is handed to another worker."
     )
-    storage_retries: int = Field(5, ge=0, description="Retries (with backoff and jitter) on transient S3 errors.")
-    max_image_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest source object accepted, bytes.")
-    max_image_pixels: int = Field(100_000_000, ge=1, description="Pixel cap, read from the header before decoding.")
+    storage_retries: int = Field(
+        5, ge=0, description="Retries (with backoff and jitter) on transient S3 errors."
+    )
+    max_image_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest source object accepted, bytes."
+    )
+    max_image_pixels: int = Field(
+        100_000_000, ge=1, description="Pixel cap, read from the header before decoding."
+    )
     queue_name: str = Field("cropq", description="Celery queue the crop jobs travel on.")
     # --- webhooks ---
     webhook_retry_schedule: list[int] = Field(
@@ -74,13 +92,16 @@ class Settings(BaseSettings):
     )
     # --- auth ---
     access_keys: list[AccessKeySpec] = Field(
-        default_factory=list, description="Bootstrap access keys (JSON list of {AccessKeyId, AccessKeySecret, Projects})."
+        default_factory=list,
+        description="Bootstrap access keys (JSON list of {AccessKeyId, AccessKeySecret, Projects}).",
     )
     secret_key: SecretStr = Field(
         SecretStr(""),
         description="Key that encrypts stored access-key secrets (any string; required outside dev).",
     )
-    rate_limit_per_minute: int = Field(600, ge=0, description="Requests per minute per access key (0 = unlimited).")
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="Requests per minute per access key (0 = unlimited)."
+    )
     # --- local stack ---
     data_dir: Path = Field(Path(".cropq"), description="Folder for the embedded Valkey and SeaweedFS data.")
     workers: int = Field(2, ge=1, le=64, description="Worker processes `cropq up` starts.")

@@ -21,12 +21,12 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
+from worker import health  # noqa: F401  (registers the worker's signal handlers)
 from worker.celery_app import CROP_TASK, app
 from worker.contracts import Cropping, CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.engine.config import EngineConfig
 from worker.engine.errors import CropError
 from worker.engine.types import CropResult
-from worker import health  # noqa: F401  (registers the worker's signal handlers)
 from worker.jobstore import JobNotFound, JobStore, connect
 from worker.settings import get_settings
 from worker.storage import ObjectNotFound, ObjectTooLarge, S3Storage, StorageUnavailable
@@ -98,27 +98,37 @@ def crop(self: Task[Any, Any], message: dict[str, Any]) -> None:
             return
         # Every start beyond the planned ones (first run + Celery retries) is a run that died.
         if starts > retries + settings.max_attempts:
-            _fail(store, rid, "InternalError",
-                  f"The job stopped its worker {starts - retries - 1} times; it was given up.")
+            _fail(
+                store,
+                rid,
+                "InternalError",
+                f"The job stopped its worker {starts - retries - 1} times; it was given up.",
+            )
             return
 
         def running(j: Job) -> Job:
-            return j.model_copy(update={
-                "Status": JobStatus.RUNNING, "Attempts": starts, "StartedAt": j.StartedAt or utcnow_iso(),
-            })
+            return j.model_copy(
+                update={
+                    "Status": JobStatus.RUNNING,
+                    "Attempts": starts,
+                    "StartedAt": j.StartedAt or utcnow_iso(),
+                }
+            )
 
         store.update(rid, running)
         log.info("job_started", bucket=msg.Bucket)
         data = _storage().get(msg.Bucket, msg.Key, settings.max_image_bytes)
         result = _run_engine(data, msg)
         _finish(
-            store, rid,
+            store,
+            rid,
             Status=JobStatus.SUCCEEDED,
             Croppings=[Cropping.from_suggestion(s) for s in result.croppings],
             MatchedInclusionHints=result.matched_hints,
             ImageWidth=result.width,
             ImageHeight=result.height,
-            Code=None, Message=None,
+            Code=None,
+            Message=None,
         )
     except (ObjectNotFound, ObjectTooLarge) as e:
         _fail(store, rid, e.code, str(e))

@@ -113,9 +113,7 @@ def parse_authorization(value: str) -> tuple[str, tuple[str, ...], str]:
     return parts["Credential"], signed, parts["Signature"]
 
 
-def parse_acs3(
-    method: str, raw_path: bytes, raw_query: str, headers: Headers
-) -> Acs3Request:
+def parse_acs3(method: str, raw_path: bytes, raw_query: str, headers: Headers) -> Acs3Request:
     """Steps 1–2. Raises ``IncompleteSignature`` for anything garbled, unsupported or not signed."""
     authz = header_values(headers, "authorization")
     if len(authz) != 1:

@@ -56,8 +56,11 @@ def create(
     """Create a key and print its AccessKeyId and AccessKeySecret (the secret is shown only now)."""
     key, secret = _run(lambda store: store.create(project))
     if as_json:
-        typer.echo(json.dumps({"AccessKeyId": key.access_key_id, "AccessKeySecret": secret,
-                               "Projects": list(key.projects)}))
+        typer.echo(
+            json.dumps(
+                {"AccessKeyId": key.access_key_id, "AccessKeySecret": secret, "Projects": list(key.projects)}
+            )
+        )
         return
     typer.echo(f"AccessKeyId:     {key.access_key_id}")
     typer.echo(f"AccessKeySecret: {secret}")

@@ -89,7 +89,7 @@ def normalize_projects(projects: list[str]) -> tuple[str, ...]:
         if name not in cleaned:
             cleaned.append(name)
     if not cleaned:
-        raise KeyStoreError("A key needs at least one project (\"*\" grants every project).")
+        raise KeyStoreError('A key needs at least one project ("*" grants every project).')
     return tuple(cleaned)
 
 
@@ -222,9 +222,7 @@ class AccessKeyStore:
 
     async def _set_enabled(self, key_id: str, enabled: bool) -> bool:
         self._refuse_bootstrap(key_id, "enabled or disabled")
-        done = await self._redis.eval(
-            _SET_ENABLED, 1, keys.access_key(key_id), "1" if enabled else "0"
-        )
+        done = await self._redis.eval(_SET_ENABLED, 1, keys.access_key(key_id), "1" if enabled else "0")
         return bool(done)
 
     async def disable(self, key_id: str) -> bool:

@@ -38,9 +38,7 @@ async def check_rate_limit(
     window = now // WINDOW_MS
     retry_after = (window + 1) * WINDOW_MS - now  # 1..60000 ms until the window resets
     # The key outlives its window a little so clock skew between API nodes cannot reset it early.
-    count = int(
-        await redis.eval(_HIT, 1, keys.rate_limit(access_key_id, window), retry_after + 5_000)
-    )
+    count = int(await redis.eval(_HIT, 1, keys.rate_limit(access_key_id, window), retry_after + 5_000))
     if count > limit_per_minute:
         raise ImmError(
             429,

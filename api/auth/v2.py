@@ -20,8 +20,16 @@ SIGNATURE_METHOD = "HMAC-SHA1"
 SIGNATURE_VERSION = "1.0"
 # Parameters that steer verification: a second copy would make the request mean two things.
 # The first six are required.
-_SINGLE = ("AccessKeyId", "Signature", "SignatureNonce", "Timestamp", "SignatureMethod", "SignatureVersion",
-           "Action", "Version")
+_SINGLE = (
+    "AccessKeyId",
+    "Signature",
+    "SignatureNonce",
+    "Timestamp",
+    "SignatureMethod",
+    "SignatureVersion",
+    "Action",
+    "Version",
+)
 
 Pairs = Sequence[tuple[str, str]]
 

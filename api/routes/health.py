@@ -33,7 +33,9 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as e:
         checks["Storage"] = f"unavailable: {type(e).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"Status": "ok" if ok else "unavailable", "Checks": checks}, status_code=200 if ok else 503)
+    return JSONResponse(
+        {"Status": "ok" if ok else "unavailable", "Checks": checks}, status_code=200 if ok else 503
+    )
 
 
 @router.get("/metrics", operation_id="metrics")
@@ -48,7 +50,8 @@ async def metrics(request: Request) -> Response:
         lines.append(
             "# HELP cropq_queue_backlog Crop jobs waiting in the queue\n# TYPE cropq_queue_backlog gauge\n"
             f"cropq_queue_backlog {backlog}\n"
-            "# HELP cropq_workers_alive Worker processes with a fresh heartbeat\n# TYPE cropq_workers_alive gauge\n"
+            "# HELP cropq_workers_alive Worker processes with a fresh heartbeat\n"
+            "# TYPE cropq_workers_alive gauge\n"
             f"cropq_workers_alive {workers}\n"
         )
     except Exception:

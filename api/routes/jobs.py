@@ -52,7 +52,9 @@ async def get(
     principal: PrincipalDep,
     r: RedisDep,
     settings: SettingsDep,
-    wait: Annotated[float, Query(ge=0, le=300, description="Seconds to hold the request until the job ends.")] = 0,
+    wait: Annotated[
+        float, Query(ge=0, le=300, description="Seconds to hold the request until the job ends.")
+    ] = 0,
 ) -> Job:
     require_project_access(principal, ProjectName)
     validate_project_name(ProjectName)

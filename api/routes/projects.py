@@ -13,8 +13,12 @@ from api.schemas import ProjectPutRequest, ProjectResponse
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
 
-@router.put("/{ProjectName}", response_model=ProjectResponse, operation_id="put_project",
-            responses={201: {"model": ProjectResponse}})
+@router.put(
+    "/{ProjectName}",
+    response_model=ProjectResponse,
+    operation_id="put_project",
+    responses={201: {"model": ProjectResponse}},
+)
 async def put(
     ProjectName: str, body: ProjectPutRequest, principal: PrincipalDep, r: RedisDep, response: Response
 ) -> ProjectResponse:
@@ -22,7 +26,7 @@ async def put(
     existing = await load_project(r, ProjectName)
     # Creating needs an admin key ("*"); updating needs a key of the project.
     if existing is None and not principal.is_admin:
-        raise ImmError(403, "Forbidden", "Only an access key with Projects [\"*\"] may create projects.")
+        raise ImmError(403, "Forbidden", 'Only an access key with Projects ["*"] may create projects.')
     require_project_access(principal, ProjectName)
     project, created = await put_project(r, ProjectName, body.Buckets)
     response.status_code = 201 if created else 200

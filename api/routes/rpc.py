@@ -56,8 +56,12 @@ def imm_body(job: Job) -> dict[str, object]:
     return body
 
 
-@router.api_route("/", methods=["GET", "POST"], operation_id="imm_rpc",
-                  summary="IMM RPC endpoint (DetectImageCropping), for the official SDK")
+@router.api_route(
+    "/",
+    methods=["GET", "POST"],
+    operation_id="imm_rpc",
+    summary="IMM RPC endpoint (DetectImageCropping), for the official SDK",
+)
 async def rpc(
     request: Request, principal: PrincipalDep, r: RedisDep, celery: CeleryDep, settings: SettingsDep
 ) -> JSONResponse:
@@ -67,7 +71,9 @@ async def rpc(
     if action != ACTION:
         raise ImmError(404, "InvalidAction.NotFound", f"The specified action {action!r} is not found.")
     if version != VERSION:
-        raise ImmError(400, "InvalidVersion", f"The specified version {version!r} is not valid; use {VERSION}.")
+        raise ImmError(
+            400, "InvalidVersion", f"The specified version {version!r} is not valid; use {VERSION}."
+        )
     project = params.get("ProjectName")
     if not project:
         raise invalid_argument("ProjectName is required.")
@@ -84,7 +90,8 @@ async def rpc(
     done = await wait_for_job(r, job.RequestId, settings.rpc_wait_seconds)
     if done is None or not done.Status.finished:
         raise service_unavailable(
-            f"The job {job.RequestId} is still running; poll GET /v1/projects/{project}/crop-jobs/{job.RequestId}."
+            f"The job {job.RequestId} is still running; poll it with "
+            f"GET /v1/projects/{project}/crop-jobs/{job.RequestId}."
         )
     if done.Status is JobStatus.FAILED:
         raise _job_error(done)

@@ -10,7 +10,9 @@ import httpx
 import numpy as np
 
 
-def jpeg(width: int = 1200, height: int = 800, patch: tuple[int, int] | None = (900, 200), seed: int = 0) -> bytes:
+def jpeg(
+    width: int = 1200, height: int = 800, patch: tuple[int, int] | None = (900, 200), seed: int = 0
+) -> bytes:
     """A textured picture with one strongly salient patch (centre given), as JPEG bytes."""
     rng = np.random.default_rng(seed)
     img = np.full((height, width, 3), 110, np.uint8)
@@ -58,10 +60,14 @@ def assert_valid_croppings(job: dict[str, Any], ratios: list[str], width: int, h
         if want != "auto":
             assert c["AspectRatio"] == want
         w, h = (int(p) for p in c["AspectRatio"].split(":"))
-        assert 0 <= b["Left"] and 0 <= b["Top"]
+        assert b["Left"] >= 0 and b["Top"] >= 0
         assert b["Left"] + b["Width"] <= width and b["Top"] + b["Height"] <= height
         assert abs(b["Width"] * h / w - b["Height"]) <= 1.0 + h / w
         left, top, right, bottom = b["Left"], b["Top"], b["Left"] + b["Width"], b["Top"] + b["Height"]
-        assert b["Polygon"] == [{"X": left, "Y": top}, {"X": right, "Y": top},
-                                {"X": right, "Y": bottom}, {"X": left, "Y": bottom}]
+        assert b["Polygon"] == [
+            {"X": left, "Y": top},
+            {"X": right, "Y": top},
+            {"X": right, "Y": bottom},
+            {"X": left, "Y": bottom},
+        ]
         assert 0.0 <= c["Confidence"] <= 1.0

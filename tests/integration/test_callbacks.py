@@ -76,7 +76,10 @@ def test_callback_is_signed_retried_and_recorded(stack: Stack) -> None:
         with stack.http() as c:
             rid = submit(c, project, {"SourceURI": uri, "CallbackURL": receiver.url, "UserData": "ctx-7"})
             assert c.get(f"/v1/projects/{project}/crop-jobs/{rid}").json()["Callback"]["Status"] in (
-                "Pending", "Retrying", "Delivered")
+                "Pending",
+                "Retrying",
+                "Delivered",
+            )
             assert wait_done(c, project, rid)["Status"] == "Succeeded"
         job = _wait_callback(stack, project, rid, "Delivered")
     finally:
@@ -92,7 +95,7 @@ def test_callback_is_signed_retried_and_recorded(stack: Stack) -> None:
         assert payload["data"]["RequestId"] == rid and payload["data"]["UserData"] == "ctx-7"
         assert len(payload["data"]["Croppings"]) == 1
     tampered = receiver.requests[0][1].replace(b"ctx-7", b"ctx-8")
-    with pytest.raises(Exception, match="(?i)signature"):
+    with pytest.raises(Exception, match=r"(?i)signature"):
         Webhook(secret).verify(tampered, receiver.requests[0][0])
 
 
@@ -102,7 +105,9 @@ def test_failed_job_is_called_back_and_410_stops_delivery(stack: Stack) -> None:
     receiver = Receiver([410])
     try:
         with stack.http() as c:
-            rid = submit(c, project, {"SourceURI": f"oss://{bucket}/missing.jpg", "CallbackURL": receiver.url})
+            rid = submit(
+                c, project, {"SourceURI": f"oss://{bucket}/missing.jpg", "CallbackURL": receiver.url}
+            )
             assert wait_done(c, project, rid)["Code"] == "ResourceNotFound"
         job = _wait_callback(stack, project, rid, "Failed")
         time.sleep(2.5)  # longer than the whole retry schedule: nothing more may arrive

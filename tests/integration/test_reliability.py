@@ -5,6 +5,7 @@ Each test runs its own stack (own queue) so killing processes cannot disturb oth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -70,8 +71,9 @@ def test_sigkill_of_the_worker_child_mid_job_reruns_it(make_stack: Any) -> None:
 
 
 def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(make_stack: Any) -> None:
-    stack: Stack = make_stack(workers=2, visibility_timeout="6", webhook_retry_schedule="[1, 2]",
-                              webhook_timeout_seconds="1")
+    stack: Stack = make_stack(
+        workers=2, visibility_timeout="6", webhook_retry_schedule="[1, 2]", webhook_timeout_seconds="1"
+    )
     project, bucket = stack.project()
     uri = _heavy_image(stack, bucket)
     with stack.http() as c:
@@ -145,10 +147,8 @@ class FlakyProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.sock.close()

@@ -69,7 +69,9 @@ def test_auto_is_the_default_and_reports_the_chosen_ratio(stack: Stack) -> None:
         ({"Unknown": 1}, "Unknown"),
     ],
 )
-def test_bad_requests_get_imm_errors_and_queue_nothing(stack: Stack, body: dict[str, Any], message_part: str) -> None:
+def test_bad_requests_get_imm_errors_and_queue_nothing(
+    stack: Stack, body: dict[str, Any], message_part: str
+) -> None:
     project, bucket = stack.project()
     full = {"SourceURI": f"oss://{bucket}/a.jpg", **body}
     r_before = redis.Redis.from_url(stack.redis_url)
@@ -132,7 +134,11 @@ def test_jobs_are_private_to_their_project(stack: Stack) -> None:
 
 def test_every_error_has_the_imm_body(stack: Stack) -> None:
     with stack.http() as c:
-        for method, path in (("GET", "/nope"), ("DELETE", "/v1/projects/x"), ("POST", "/v1/projects/x/crop-jobs")):
+        for method, path in (
+            ("GET", "/nope"),
+            ("DELETE", "/v1/projects/x"),
+            ("POST", "/v1/projects/x/crop-jobs"),
+        ):
             r = c.request(method, path, content=b"{not json", headers={"content-type": "application/json"})
             assert r.status_code in (400, 404, 405), (path, r.status_code, r.text)
             assert set(r.json()) >= {"RequestId", "Code", "Message"}, r.text

@@ -1,0 +1,53 @@
+# cropq — every task a developer or CI needs. `make run` serves, `make test` is exactly what CI runs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint format typecheck unit bench bench-engine quality all clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the service: API + workers + embedded Valkey and SeaweedFS (Ctrl-C stops).
+run: install
+	$(BIN)/cropq up
+
+## The whole suite: lint, architecture contracts, types, unit/property/API/integration tests.
+test: install lint typecheck
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy api worker
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+unit: install
+	$(BIN)/python -m pytest -m "not integration"
+
+bench: install
+	$(BIN)/python bench/stack_bench.py
+
+bench-engine: install
+	$(BIN)/python bench/engine_bench.py
+
+## Crop quality on an eval folder: make quality EVAL_DIR=/path/to/eval
+quality: install
+	$(BIN)/python bench/quality.py --eval-dir $(EVAL_DIR)
+
+all: test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cropq

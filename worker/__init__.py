@@ -1,0 +1,1 @@
+"""cropq workers: Celery tasks, storage, webhooks, and the pure crop engine (worker.engine)."""
