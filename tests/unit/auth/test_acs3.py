@@ -95,13 +95,17 @@ def replace(headers: list[tuple[str, str]], name: str, value: str) -> list[tuple
     return [(k, value if k.lower() == name else v) for k, v in headers]
 
 
-def resign(headers: list[tuple[str, str]], *, query: str = VECTOR_QUERY, body: bytes = b"",
-           signed: str = VECTOR_SIGNED, secret: str = SECRET) -> list[tuple[str, str]]:
+def resign(
+    headers: list[tuple[str, str]],
+    *,
+    query: str = VECTOR_QUERY,
+    body: bytes = b"",
+    signed: str = VECTOR_SIGNED,
+    secret: str = SECRET,
+) -> list[tuple[str, str]]:
     """Sign with our own signer (proven by the vector test) to build valid requests with odd contents."""
     names = signed.split(";")
-    canonical = acs3.canonical_request(
-        "POST", b"/", query, headers, names, hashlib.sha256(body).hexdigest()
-    )
+    canonical = acs3.canonical_request("POST", b"/", query, headers, names, hashlib.sha256(body).hexdigest())
     sig = acs3.sign(secret, acs3.string_to_sign(canonical))
     auth = f"ACS3-HMAC-SHA256 Credential=AKIDtest123,SignedHeaders={signed},Signature={sig}"
     return replace(headers, "authorization", auth)

@@ -13,7 +13,7 @@ from api.auth.canonical import canonical_query, form_decode, percent_encode, wir
 def test_unreserved_stay_literal_everything_else_upper_hex() -> None:
     assert percent_encode("AZaz09-_.~") == "AZaz09-_.~"
     assert percent_encode(" ") == "%20"
-    assert percent_encode("+*/:[]\"") == "%2B%2A%2F%3A%5B%5D%22"
+    assert percent_encode('+*/:[]"') == "%2B%2A%2F%3A%5B%5D%22"
     assert percent_encode("狗") == "%E7%8B%97"
     assert percent_encode("\x7f") == "%7F"
 

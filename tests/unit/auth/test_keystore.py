@@ -17,7 +17,9 @@ from worker.settings import AccessKeySpec, Settings
 
 Run = Callable[[Any], Any]
 
-BOOT = AccessKeySpec(AccessKeyId="BOOTKEY001", AccessKeySecret=SecretStr("boot-secret-0123456789"), Projects=["*"])
+BOOT = AccessKeySpec(
+    AccessKeyId="BOOTKEY001", AccessKeySecret=SecretStr("boot-secret-0123456789"), Projects=["*"]
+)
 
 
 def make_settings(secret_key: str = "test-secret-key", boot: bool = True) -> Settings:

@@ -42,8 +42,9 @@ def signed_pairs(params: dict[str, str], method: str = "POST", secret: str = SEC
     return [*params.items(), ("Signature", SdkUtils.get_rpcsignature(params, method, secret))]
 
 
-def verify(pairs: list[tuple[str, str]], *, method: str = "POST", secret: str = SECRET,
-           now: datetime = NOW) -> datetime:
+def verify(
+    pairs: list[tuple[str, str]], *, method: str = "POST", secret: str = SECRET, now: datetime = NOW
+) -> datetime:
     return v2.verify_v2(v2.parse_v2(method, pairs), secret, clock=lambda: now)
 
 
@@ -60,8 +61,11 @@ NAMES = st.text(alphabet=string.ascii_letters + string.digits + "-_.~", min_size
 )
 
 
-@given(st.dictionaries(NAMES, st.text(), max_size=8),
-       st.sampled_from(["GET", "POST"]), st.text(min_size=1, max_size=40))
+@given(
+    st.dictionaries(NAMES, st.text(), max_size=8),
+    st.sampled_from(["GET", "POST"]),
+    st.text(min_size=1, max_size=40),
+)
 @settings(max_examples=300)
 def test_signature_equals_the_sdk_signer(params: dict[str, str], method: str, secret: str) -> None:
     ours = v2.sign(secret, v2.string_to_sign(method, list(params.items())))
@@ -70,8 +74,11 @@ def test_signature_equals_the_sdk_signer(params: dict[str, str], method: str, se
 
 def test_sdk_signed_parameters_verify() -> None:
     parsed = v2.parse_v2("POST", signed_pairs(base_params()))
-    assert (parsed.action, parsed.version, parsed.access_key_id) == ("DetectImageCropping", "2020-09-30",
-                                                                     "AKIDtest123")
+    assert (parsed.action, parsed.version, parsed.access_key_id) == (
+        "DetectImageCropping",
+        "2020-09-30",
+        "AKIDtest123",
+    )
     assert v2.verify_v2(parsed, SECRET, clock=lambda: NOW) == NOW
 
 
