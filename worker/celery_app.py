@@ -6,8 +6,12 @@ Workers start with ``celery -A worker.celery_app worker -Q cropq``.
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import setup_logging
+
+from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
 
 CROP_TASK = "cropq.crop"
@@ -52,6 +56,13 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Replace Celery's log setup with ours: JSON lines, the RequestId bound on every task's lines."""
+    s = get_settings()
+    configure_logging(s.log_level, s.log_json)
 
 
 app = make_celery()

@@ -175,18 +175,24 @@ def test_undecodable_image(stack: Stack, photos: dict[str, Any]) -> None:
 
 
 def test_throttling(make_stack: Any) -> None:
+    import httpx
+
     stack: Stack = make_stack(workers=1, rate_limit_per_minute="3")
-    project, bucket = stack.project()
-    uri = stack.put(bucket, "a.jpg", jpeg(300, 200))
     # A fresh key, so that no other test's requests share its window.
-    out = subprocess.run([sys.executable, "-m", "api.cli", "keys", "create", "--project", project, "--json"],
+    out = subprocess.run([sys.executable, "-m", "api.cli", "keys", "create", "--project", "*", "--json"],
                          env=stack.env, capture_output=True, text=True, check=True)
     key = json.loads(out.stdout)
+    bucket = "throttle-bucket"
+    stack.s3.client().make_bucket(bucket)
+    uri = stack.put(bucket, "a.jpg", jpeg(300, 200))
+    r = httpx.put(f"{stack.url}/v1/projects/throttled", json={"Buckets": [bucket]},
+                  headers={"Authorization": f"Bearer {key['AccessKeyId']}:{key['AccessKeySecret']}"})
+    assert r.status_code == 201, r.text
     client = sdk(stack, key["AccessKeyId"], key["AccessKeySecret"])
-    for _ in range(3):
-        call(client, project_name=project, source_uri=uri, aspect_ratios='["1:1"]')
+    for _ in range(2):
+        call(client, project_name="throttled", source_uri=uri, aspect_ratios='["1:1"]')
     with pytest.raises(ThrottlingException) as e:
-        call(client, project_name=project, source_uri=uri, aspect_ratios='["1:1"]')
+        call(client, project_name="throttled", source_uri=uri, aspect_ratios='["1:1"]')
     assert e.value.code == "Throttling" and e.value.status_code == 429 and e.value.retry_after > 0
 
 

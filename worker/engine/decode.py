@@ -104,8 +104,16 @@ def shrink(arr: NDArray[np.uint8], long_side: int) -> NDArray[np.uint8]:
     return np.asarray(cv2.resize(arr, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
-def decode(data: bytes, config: EngineConfig, long_side: int) -> Decoded:
-    """Decode ``data`` to an RGB copy whose long side is at most ``long_side`` (never upscaled)."""
+def working_long_side(pixels: int, config: EngineConfig) -> int:
+    """Long side of the copy the engine works on: what the face detector needs for this source size."""
+    if pixels <= config.small_image_pixels:
+        return max(config.detect_long_side_small, config.analysis_long_side)
+    return max(config.detect_long_side, config.analysis_long_side)
+
+
+def decode(data: bytes, config: EngineConfig, long_side: int | None = None) -> Decoded:
+    """Decode ``data`` to an RGB copy whose long side is at most ``long_side`` (never upscaled; by
+    default :func:`working_long_side`)."""
     if not data:
         raise UnsupportedImage("The image is empty (0 bytes)")
     try:
@@ -121,6 +129,8 @@ def decode(data: bytes, config: EngineConfig, long_side: int) -> Decoded:
                     f"The image has {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
                 )
             orientation = _orientation(im)
+            if long_side is None:
+                long_side = working_long_side(width * height, config)
             if im.format == "JPEG":
                 # DCT scaling: libjpeg decodes at 1/2, 1/4 or 1/8 while staying >= the requested size.
                 scale = long_side / max(width, height)
@@ -154,7 +164,7 @@ def decode(data: bytes, config: EngineConfig, long_side: int) -> Decoded:
     return Decoded(rgb=rgb, alpha=alpha, width=width, height=height)
 
 
-def from_array(rgb: NDArray[np.uint8], long_side: int) -> Decoded:
+def from_array(rgb: NDArray[np.uint8], config: EngineConfig) -> Decoded:
     """The same analysis copy from an RGB (or RGBA / grayscale) array already in memory."""
     arr = np.asarray(rgb)
     if arr.ndim == 2:
@@ -173,7 +183,7 @@ def from_array(rgb: NDArray[np.uint8], long_side: int) -> Decoded:
         arr = flat.astype(np.uint8)
         alpha = a
     height, width = arr.shape[:2]
-    small = shrink(np.ascontiguousarray(arr), long_side)
+    small = shrink(np.ascontiguousarray(arr), working_long_side(width * height, config))
     if alpha is not None:
         alpha = np.asarray(
             cv2.resize(alpha, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32

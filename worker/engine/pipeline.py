@@ -55,7 +55,7 @@ def detect_crops(
     """
     cfg = config or _DEFAULT_CONFIG
     parsed = parse_ratios(list(aspect_ratios))
-    decoded = decode(data, cfg, max(cfg.detect_long_side, cfg.analysis_long_side))
+    decoded = decode(data, cfg)
     return _crop(decoded, list(aspect_ratios), parsed, inclusion_hints, cfg)
 
 
@@ -68,7 +68,7 @@ def detect_crops_array(
     """The same for an H x W x 3 RGB (or RGBA, or grayscale) array; coordinates are in its pixels."""
     cfg = config or _DEFAULT_CONFIG
     parsed = parse_ratios(list(aspect_ratios))
-    decoded = from_array(rgb, max(cfg.detect_long_side, cfg.analysis_long_side))
+    decoded = from_array(rgb, cfg)
     return _crop(decoded, list(aspect_ratios), parsed, inclusion_hints, cfg)
 
 
@@ -79,8 +79,8 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
     if alpha is not None and alpha.shape != ana.shape[:2]:
         alpha = np.asarray(cv2.resize(alpha, (ana.shape[1], ana.shape[0]), interpolation=cv2.INTER_AREA),
                            dtype=np.float32)
-    faces = [b for b in get_detector("face").detect(shrink(det, cfg.detect_long_side))
-             if b.score >= cfg.face_threshold][: cfg.max_faces]
+    det_img = _detection_copy(det, decoded.width * decoded.height, cfg)
+    faces = [b for b in get_detector("face").detect(det_img) if b.score >= cfg.face_threshold][: cfg.max_faces]
     hinted: dict[str, list[Box]] = {}
     for hint in inclusion_hints:
         name = detector_for_hint(hint)
@@ -91,7 +91,7 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
         elif name == "person":
             hinted[hint] = persons_from_faces(faces)[: cfg.max_objects]
         else:
-            found = get_detector(name).detect(shrink(det, cfg.detect_long_side))
+            found = get_detector(name).detect(det_img)
             hinted[hint] = sorted(found, key=lambda b: -b.score)[: cfg.max_objects]
     importance = saliency(ana, alpha, cfg)
     h, w = importance.shape
@@ -161,3 +161,15 @@ def _inside(b: Box, rect: Rect, width: int, height: int) -> bool:
     return (rect.left <= b.x0 * width + tol and rect.right >= b.x1 * width - tol
             and rect.top <= b.y0 * height + tol and rect.bottom >= b.y1 * height - tol)
 
+
+
+def _detection_copy(rgb: NDArray[np.uint8], source_pixels: int, cfg: EngineConfig) -> NDArray[np.uint8]:
+    """The detector's input: capped for large sources (speed), upscaled for small ones (tiny faces)."""
+    if source_pixels > cfg.small_image_pixels:
+        return shrink(rgb, cfg.detect_long_side)
+    h, w = rgb.shape[:2]
+    scale = cfg.detect_long_side_small / max(h, w)
+    if scale <= 1.0:
+        return shrink(rgb, cfg.detect_long_side_small)
+    size = (round(w * scale), round(h * scale))
+    return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8)

@@ -56,64 +56,64 @@ class Scene:
         self.sat = sat
         self.total = float(sat[-1, -1]) or 1.0
         self.targets = targets
+        self._boxes = np.array([[t.x0, t.y0, t.x1, t.y1, t.reward, t.cut_cost] for t in targets],
+                               dtype=np.float64).reshape(-1, 6)
         self.config = config
         self.sx = self.w / width  # full pixels -> analysis pixels
         self.sy = self.h / height
 
     # -- summed-area lookups on a grid of windows (rows: tops, columns: lefts) -------------------------
-    def _interp(self, coords: F64, size: int) -> tuple[NDArray[np.intp], NDArray[np.intp], F64]:
+    # Sampling the table at fractional coordinates is linear in the table, so it is a matrix product:
+    # mass(tops x lefts) = (Y(tops + hh) - Y(tops)) @ SAT @ (X(lefts + ww) - X(lefts)).T.
+    @staticmethod
+    def _sampler(coords: F64, size: int) -> F64:
+        """Rows of linear-interpolation weights: sampler @ v = v at each (fractional) coordinate."""
         c = np.clip(coords, 0.0, float(size))
-        i0 = np.minimum(np.floor(c).astype(np.intp), size - 1 if size > 0 else 0)
-        i0 = np.maximum(i0, 0)
+        i0 = np.minimum(np.floor(c).astype(np.intp), max(size - 1, 0))
         frac = c - i0
-        return i0, np.minimum(i0 + 1, size), frac
+        m = np.zeros((c.size, size + 1), dtype=np.float64)
+        rows = np.arange(c.size)
+        m[rows, i0] = 1.0 - frac
+        m[rows, np.minimum(i0 + 1, size)] += frac
+        return m
 
-    def _sat_at(self, ys: F64, xs: F64) -> F64:
-        """Integral of the map over [0, y) x [0, x) for every (y in ys) x (x in xs)."""
-        y0, y1, fy = self._interp(ys, self.h)
-        x0, x1, fx = self._interp(xs, self.w)
-        s = self.sat
-        top = s[y0][:, x0] * (1 - fx)[None] + s[y0][:, x1] * fx[None]
-        bot = s[y1][:, x0] * (1 - fx)[None] + s[y1][:, x1] * fx[None]
-        return np.asarray(top * (1 - fy)[:, None] + bot * fy[:, None], dtype=np.float64)
+    def _span(self, starts: F64, length: float, size: int) -> F64:
+        return self._sampler(starts + length, size) - self._sampler(starts, size)
 
     def mass(self, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
         """Map mass inside every window (analysis units), tops x lefts grid."""
-        return (self._sat_at(tops + hh, lefts + ww) - self._sat_at(tops, lefts + ww)
-                - self._sat_at(tops + hh, lefts) + self._sat_at(tops, lefts))
+        return np.asarray(self._span(tops, hh, self.h) @ self.sat @ self._span(lefts, ww, self.w).T)
 
     def _edge_mass(self, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
-        """Importance lying on the window's inner edges (a band), for edges not on the image border:
-        a crop edge through a salient region cuts it."""
+        """Importance on the window's inner edges (a band), for edges not on the image border: a crop
+        edge through a salient region cuts it."""
         band_x = max(0.5, 0.02 * self.w)
         band_y = max(0.5, 0.02 * self.h)
-        out = np.zeros((tops.size, lefts.size), dtype=np.float64)
         eps = 1e-6
-        # Left / right edges: vertical strips, weighted by whether the edge is inside the image.
-        left_in = (lefts > eps).astype(np.float64)[None]
-        right_in = (lefts + ww < self.w - eps).astype(np.float64)[None]
-        top_in = (tops > eps).astype(np.float64)[:, None]
-        bot_in = (tops + hh < self.h - eps).astype(np.float64)[:, None]
-        out += left_in * self.mass(tops, lefts, hh, band_x)
-        out += right_in * self.mass(tops, lefts + ww - band_x, hh, band_x)
-        out += top_in * self.mass(tops, lefts, band_y, ww)
-        out += bot_in * self.mass(tops + hh - band_y, lefts, band_y, ww)
-        return out
+        rows_all = self._span(tops, hh, self.h) @ self.sat
+        # Edges lying on the image border cut nothing: zero their band columns/rows.
+        left_band = self._span(lefts, band_x, self.w) * (lefts > eps)[:, None]
+        right_band = self._span(lefts + ww - band_x, band_x, self.w) * (lefts + ww < self.w - eps)[:, None]
+        out = rows_all @ (left_band + right_band).T
+        top_band = self._span(tops, band_y, self.h) * (tops > eps)[:, None]
+        bottom_band = self._span(tops + hh - band_y, band_y, self.h) * (tops + hh < self.h - eps)[:, None]
+        out += (top_band + bottom_band) @ self.sat @ self._span(lefts, ww, self.w).T
+        return np.asarray(out)
 
-    def _targets(self, tops: F64, lefts: F64, hh: float, ww: float) -> tuple[F64, F64, F64]:
-        """(reward kept, cut cost, reward available) over the grid."""
-        gain = np.zeros((tops.size, lefts.size), dtype=np.float64)
-        cost = np.zeros_like(gain)
-        total = 0.0
-        for t in self.targets:
-            bw, bh = max(t.x1 - t.x0, 1e-6), max(t.y1 - t.y0, 1e-6)
-            ox = np.clip(np.minimum(lefts + ww, t.x1) - np.maximum(lefts, t.x0), 0, bw) / bw
-            oy = np.clip(np.minimum(tops + hh, t.y1) - np.maximum(tops, t.y0), 0, bh) / bh
-            f = oy[:, None] * ox[None]
-            gain += t.reward * f**4
-            cost += t.cut_cost * (4.0 * f * (1.0 - f))
-            total += t.reward
-        return gain, cost, np.asarray(total, dtype=np.float64)
+    def _targets(self, tops: F64, lefts: F64, hh: float, ww: float) -> tuple[F64, F64, float]:
+        """(reward kept, cut cost, reward available) over the grid, all targets at once."""
+        if not self.targets:
+            z = np.zeros((tops.size, lefts.size), dtype=np.float64)
+            return z, z, 0.0
+        b = self._boxes
+        bw = np.maximum(b[:, 2] - b[:, 0], 1e-6)[:, None]
+        bh = np.maximum(b[:, 3] - b[:, 1], 1e-6)[:, None]
+        ox = np.clip(np.minimum(lefts[None] + ww, b[:, 2:3]) - np.maximum(lefts[None], b[:, 0:1]), 0, bw) / bw
+        oy = np.clip(np.minimum(tops[None] + hh, b[:, 3:4]) - np.maximum(tops[None], b[:, 1:2]), 0, bh) / bh
+        f = oy[:, :, None] * ox[:, None, :]  # (targets, tops, lefts): fraction of each box kept
+        gain = np.einsum("t,tyx->yx", b[:, 4], f**4)
+        cost = np.einsum("t,tyx->yx", b[:, 5], 4.0 * f * (1.0 - f))
+        return gain, cost, float(b[:, 4].sum())
 
     # -- the search ---------------------------------------------------------------------------------
     def window_sizes(self, rw: int, rh: int) -> list[tuple[int, int, float]]:
@@ -149,7 +149,7 @@ class Scene:
             k = int(np.argmax(score))
             iy, ix = np.unravel_index(k, score.shape)
             conf = float(kept[iy, ix])
-            if float(avail) > 0:
+            if avail > 0:
                 conf = 0.5 * conf + 0.5 * float(gain[iy, ix] / avail)
             cand = Window(
                 rect=Rect(int(lefts_full[ix]), int(tops_full[iy]), cw, ch),
