@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import redis
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -112,6 +113,14 @@ def install_error_handlers(app: FastAPI) -> None:
                 str(exc.detail),
             )
         return error_response(request, err)
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        # Nothing was accepted: the client may safely retry (with its IdempotencyKey).
+        log.warning("redis_unavailable", error=type(exc).__name__)
+        return error_response(
+            request, ImmError(503, "ServiceUnavailable", "The job store is unavailable; try again shortly.")
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

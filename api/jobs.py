@@ -17,7 +17,7 @@ import structlog
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import ImmError, invalid_argument, not_found, service_unavailable
+from api.errors import invalid_argument, not_found, service_unavailable
 from api.projects import load_project
 from worker import keys
 from worker.celery_app import CROP_TASK
@@ -209,6 +209,3 @@ async def wait_for_job(r: aioredis.Redis, request_id: str, timeout: float) -> Jo
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     return job
 
-
-def raise_for_unavailable(exc: BaseException) -> ImmError:
-    return service_unavailable(f"Redis is unavailable: {type(exc).__name__}")
