@@ -98,9 +98,11 @@ def test_tiny_and_extreme_images(shape: tuple[int, int]) -> None:
 
 def test_pixel_cap_checked_before_decoding() -> None:
     # A PNG header announcing 100k x 100k pixels and no pixel data: refused from the header alone.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     with pytest.raises(ImageTooLarge) as exc:
         detect_crops(png, ["1:1"])
     assert exc.value.code == "InvalidArgument.ImageTooLarge"
