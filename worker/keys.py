@@ -50,3 +50,5 @@ def worker_heartbeat(hostname: str) -> str:
 
 
 WORKER_HEARTBEATS = f"{PREFIX}:workers"
+
+STATS = f"{PREFIX}:stats"  # hash of service-wide counters (worker.stats)

@@ -12,6 +12,7 @@ Reliability (see celery_app.py for the Celery side):
 from __future__ import annotations
 
 import dataclasses
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +30,7 @@ from worker.engine.errors import CropError
 from worker.engine.types import CropResult
 from worker.jobstore import JobNotFound, JobStore, connect
 from worker.settings import get_settings
+from worker.stats import record_job
 from worker.storage import ObjectNotFound, ObjectTooLarge, S3Storage, StorageUnavailable
 from worker.webhooks.tasks import enqueue_callback
 
@@ -59,13 +61,19 @@ def _run_engine(data: bytes, msg: CropTaskMessage) -> CropResult:
     return detect_crops(data, msg.AspectRatios, msg.InclusionHints, _engine_config())
 
 
-def _finish(store: JobStore, rid: str, **fields: Any) -> Job:
+def _finish(store: JobStore, rid: str, crop_seconds: float | None = None, **fields: Any) -> Job:
+    ended_now = False
+
     def change(job: Job) -> Job | None:
-        if job.Status.finished:
+        nonlocal ended_now
+        ended_now = not job.Status.finished
+        if not ended_now:
             return None  # a rerun after the end changes nothing (at-least-once delivery)
         return job.model_copy(update={**fields, "FinishedAt": utcnow_iso()})
 
     job = store.update(rid, change)
+    if ended_now:
+        record_job(store.r, job.Status.value, crop_seconds)
     log.info("job_finished", status=job.Status.value, code=job.Code)
     if job.CallbackURL:
         enqueue_callback(rid)
@@ -118,10 +126,12 @@ def crop(self: Task[Any, Any], message: dict[str, Any]) -> None:
         store.update(rid, running)
         log.info("job_started", bucket=msg.Bucket)
         data = _storage().get(msg.Bucket, msg.Key, settings.max_image_bytes)
+        t0 = time.perf_counter()
         result = _run_engine(data, msg)
         _finish(
             store,
             rid,
+            crop_seconds=time.perf_counter() - t0,
             Status=JobStatus.SUCCEEDED,
             Croppings=[Cropping.from_suggestion(s) for s in result.croppings],
             MatchedInclusionHints=result.matched_hints,

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker import keys
+from worker.stats import render_prometheus
 
 router = APIRouter(tags=["operations"])
 
@@ -54,6 +55,7 @@ async def metrics(request: Request) -> Response:
             "# TYPE cropq_workers_alive gauge\n"
             f"cropq_workers_alive {workers}\n"
         )
+        lines.append(render_prometheus(await state.redis.hgetall(keys.STATS)))
     except Exception:
         pass  # metrics must not fail because Redis is down; readyz says so
     return Response("".join(lines), media_type=CONTENT_TYPE_LATEST)

@@ -149,12 +149,18 @@ def test_every_error_has_the_imm_body(stack: Stack) -> None:
 
 
 def test_operations_endpoints(stack: Stack) -> None:
+    project, bucket = stack.project()
+    uri = stack.put(bucket, "m.jpg", jpeg(300, 200))
     with stack.http() as c:
+        assert wait_done(c, project, submit(c, project, {"SourceURI": uri}))["Status"] == "Succeeded"
         assert c.get("/healthz").json() == {"Status": "ok"}
         ready = c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["Checks"] == {"Redis": "ok", "Storage": "ok"}
         metrics = c.get("/metrics").text
-        assert "cropq_jobs_submitted_total" in metrics and "cropq_workers_alive" in metrics
+        assert "cropq_jobs_submitted_total" in metrics and "cropq_workers_alive 2" in metrics
+        succeeded = re.search(r'cropq_jobs_total\{status="Succeeded"\} (\d+)', metrics)
+        assert succeeded and int(succeeded.group(1)) >= 1, metrics
+        assert re.search(r'cropq_crop_seconds_count [1-9]', metrics), metrics
         assert c.get("/openapi.json").json()["info"]["title"] == "cropq"
         assert c.get("/docs").status_code == 200
 

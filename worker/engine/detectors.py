@@ -194,10 +194,10 @@ class TextDetector:
         boxes: list[Box] = []
         for c in contours:
             x, y, bw_, bh = cv2.boundingRect(c)
-            if bh < max(6, h // 80) or bw_ < 2 * bh or bh > h // 4:
+            if bh < max(6, h // 80) or bw_ < 1.5 * bh or bh > h // 3:
                 continue
             fill = float(cv2.countNonZero(bw[y : y + bh, x : x + bw_])) / float(bw_ * bh)
-            if not 0.25 <= fill <= 0.9:
+            if not 0.1 <= fill <= 0.9:  # a sign's outline encloses its letters: sparse but not empty
                 continue
             score = min(1.0, fill * min(1.0, bw_ / (6.0 * bh)) + 0.2)
             boxes.append(Box(x / w, y / h, (x + bw_) / w, (y + bh) / h, score, "text"))

@@ -109,8 +109,10 @@ class Scene:
         ox = np.clip(np.minimum(lefts[None] + ww, b[:, 2:3]) - np.maximum(lefts[None], b[:, 0:1]), 0, bw) / bw
         oy = np.clip(np.minimum(tops[None] + hh, b[:, 3:4]) - np.maximum(tops[None], b[:, 1:2]), 0, bh) / bh
         f = oy[:, :, None] * ox[:, None, :]  # (targets, tops, lefts): fraction of each box kept
-        gain = np.einsum("t,tyx->yx", b[:, 4], f**4)
-        cost = np.einsum("t,tyx->yx", b[:, 5], 4.0 * f * (1.0 - f))
+        # Whole objects count (f**8); a crop edge through one costs most when it keeps nearly all of it
+        # (sqrt keeps the cost steep near f = 1, where a few pixels decide "kept" or "cut").
+        gain = np.einsum("t,tyx->yx", b[:, 4], f**8)
+        cost = np.einsum("t,tyx->yx", b[:, 5], 2.0 * np.sqrt(f * (1.0 - f)))
         return gain, cost, float(b[:, 4].sum())
 
     # -- the search ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from worker.contracts import CallbackState, CallbackStatus, Job, JobStatus, Webh
 from worker.jobstore import JobNotFound, JobStore, connect
 from worker.projects import Project
 from worker.settings import WEBHOOK_MAX_DELAY_FACTOR, get_settings
+from worker.stats import record_webhook
 from worker.webhooks.delivery import DeliveryOutcome, deliver
 from worker.webhooks.signing import sign_headers
 
@@ -175,7 +176,9 @@ def send_callback(self: Task[Any, Any], request_id: str) -> None:
     retries = self.request.retries
 
     def send(url: str, body: bytes, headers: dict[str, str]) -> DeliveryOutcome:
-        return deliver(url, body, headers, s.webhook_timeout_seconds, s.webhook_allowed_cidrs)
+        outcome = deliver(url, body, headers, s.webhook_timeout_seconds, s.webhook_allowed_cidrs)
+        record_webhook(r, "delivered" if outcome.delivered else "error")
+        return outcome
 
     try:
         countdown = process_delivery(

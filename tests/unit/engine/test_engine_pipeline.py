@@ -1,0 +1,168 @@
+"""The public entry point on images whose right answer is known."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from tests.unit.engine.engine_helpers import ASTRONAUT_FACE, assert_valid, encode
+from worker.engine import detectors
+from worker.engine.errors import InvalidAspectRatio
+from worker.engine.pipeline import detect_crops, detect_crops_array
+from worker.engine.preview import write_preview
+from worker.engine.ratios import AUTO_CANDIDATES
+
+ALL = ["1:1", "4:3", "3:4", "16:9", "9:16"]
+EXTREMES = ["2:1", "1:2", "3:2", "2:3"]
+
+
+def _contains(rect_ltwh: tuple[int, int, int, int], box: tuple[int, int, int, int], tol: int = 1) -> bool:
+    l, t, w, h = rect_ltwh
+    x0, y0, x1, y1 = box
+    return l <= x0 + tol and t <= y0 + tol and l + w >= x1 - tol and t + h >= y1 - tol
+
+
+def _ltwh(res_crop: object) -> tuple[int, int, int, int]:
+    r = res_crop.rect  # type: ignore[attr-defined]
+    return (r.left, r.top, r.width, r.height)
+
+
+def test_salient_patch_is_kept() -> None:
+    canvas = np.full((300, 600, 3), 128, dtype=np.uint8)
+    canvas[40:90, 470:530] = (250, 30, 30)  # a small red patch near the top-right
+    res = detect_crops_array(canvas, ["1:1", "3:4", "9:16"])
+    for c in res.croppings:
+        assert _contains(_ltwh(c), (470, 40, 530, 90))
+
+
+def test_face_pasted_off_centre_is_inside_every_crop(face_patch: NDArray[np.uint8]) -> None:
+    canvas = np.full((600, 900, 3), (95, 110, 120), dtype=np.uint8)
+    rng = np.random.default_rng(3)
+    canvas = np.clip(canvas + rng.normal(0, 6, canvas.shape), 0, 255).astype(np.uint8)
+    fh, fw = face_patch.shape[:2]
+    x, y = 720, 360  # bottom-right, far from the centre
+    canvas[y : y + fh, x : x + fw] = face_patch
+    ratios = ALL
+    res = detect_crops(encode(canvas, "JPEG", quality=92), ratios)
+    assert_valid(res, ratios)
+    for c in res.croppings:
+        assert _contains(_ltwh(c), (x + 10, y + 10, x + fw - 10, y + fh - 10)), c
+
+
+def test_astronaut_face_kept_in_every_ratio(astronaut: NDArray[np.uint8]) -> None:
+    for group in (ALL, EXTREMES):
+        res = detect_crops(encode(astronaut, "JPEG"), group, ["face"])
+        assert_valid(res, group)
+        for c in res.croppings:
+            assert _contains(_ltwh(c), ASTRONAUT_FACE, tol=8), c
+        assert res.matched_hints == ["face"]
+
+
+@pytest.mark.parametrize("hint", ["cat", "猫", "kitten"])
+def test_chelsea_with_cat_hint(chelsea: NDArray[np.uint8], hint: str) -> None:
+    ratios = ["1:1", "9:16", "1:2"]
+    res = detect_crops(encode(chelsea, "JPEG"), ratios, [hint])
+    assert_valid(res, ratios)
+    eyes = (150, 80, 340, 150)  # both eyes of the cat
+    assert _contains(_ltwh(res.croppings[0]), eyes, tol=4)
+    assert set(res.matched_hints) <= {hint}
+
+
+@pytest.mark.parametrize("hint", ["person", "人", "行人", "people"])
+def test_person_hint_reaches_face_based_people(astronaut: NDArray[np.uint8], hint: str) -> None:
+    res = detect_crops(encode(astronaut, "PNG"), ["9:16"], [hint])
+    assert_valid(res, ["9:16"])
+    assert res.matched_hints == [hint]
+
+
+def test_unknown_hint_is_no_error(astronaut: NDArray[np.uint8]) -> None:
+    data = encode(astronaut, "JPEG")
+    plain = detect_crops(data, ["16:9"])
+    unknown = detect_crops(data, ["16:9"], ["zeppelin"])
+    assert unknown.matched_hints == []
+    assert unknown.croppings == plain.croppings
+
+
+def test_hint_that_matches_nothing(astronaut: NDArray[np.uint8]) -> None:
+    res = detect_crops(encode(astronaut, "JPEG"), ["1:1"], ["车牌"])
+    assert res.matched_hints == []
+
+
+def test_text_hint_keeps_the_sign() -> None:
+    import cv2
+
+    canvas = np.full((400, 800, 3), (70, 120, 60), dtype=np.uint8)
+    cv2.rectangle(canvas, (20, 300), (300, 370), (250, 250, 250), -1)
+    cv2.putText(canvas, "OPEN 24H", (30, 352), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (10, 10, 10), 4)
+    canvas[150:250, 450:550] = (240, 30, 200)  # a competing salient patch on the right
+    res = detect_crops_array(canvas, ["1:1"], ["招牌"])
+    assert res.matched_hints == ["招牌"]
+    assert res.croppings[0].rect.left <= 30
+
+
+def test_auto_reports_a_common_ratio(astronaut: NDArray[np.uint8]) -> None:
+    wide = np.ascontiguousarray(np.concatenate([astronaut, np.full((512, 512, 3), 200, np.uint8)], axis=1))
+    res = detect_crops(encode(wide, "PNG"), ["auto", "1:1"])
+    assert_valid(res, ["auto", "1:1"])
+    assert res.croppings[0].aspect_ratio in AUTO_CANDIDATES
+    # Half of the picture is a flat grey: auto throws it away rather than keeping the 2:1 frame.
+    assert res.croppings[0].aspect_ratio != "2:1"
+
+
+def test_request_order_and_duplicates(astronaut: NDArray[np.uint8]) -> None:
+    ratios = ["9:16", "1:1", "9:16", "auto", "2:1"]
+    res = detect_crops(encode(astronaut, "PNG"), ratios)
+    assert [c.aspect_ratio for c in res.croppings][:3] == ["9:16", "1:1", "9:16"]
+    assert res.croppings[0] == res.croppings[2]
+
+
+def test_deterministic(astronaut: NDArray[np.uint8]) -> None:
+    data = encode(astronaut, "JPEG")
+    first = detect_crops(data, ALL, ["face"])
+    for _ in range(2):
+        assert detect_crops(data, ALL, ["face"]) == first
+
+
+def test_confidence_rises_with_importance_kept() -> None:
+    canvas = np.full((300, 900, 3), 128, dtype=np.uint8)
+    canvas[120:180, 420:480] = (255, 0, 0)
+    easy = detect_crops_array(canvas, ["16:9"]).croppings[0].confidence  # keeps almost everything
+    hard = detect_crops_array(canvas, ["1:2"]).croppings[0].confidence  # a narrow strip
+    assert 0.0 <= hard < easy <= 1.0
+
+
+@pytest.mark.parametrize("bad", [[], ["4.1:3"], ["3:1"], ["1:1"] * 6, ["0:1"], ["a:b"]])
+def test_invalid_ratios(bad: list[str], astronaut: NDArray[np.uint8]) -> None:
+    with pytest.raises(InvalidAspectRatio):
+        detect_crops(encode(astronaut[:64, :64], "PNG"), bad)
+
+
+def test_missing_detector_package_logs_and_degrades(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, astronaut: NDArray[np.uint8]
+) -> None:
+    def broken() -> detectors.Detector:
+        raise ImportError("No module named 'onnxruntime'")
+
+    monkeypatch.setitem(detectors._FACTORIES, "face", broken)
+    detectors.get_detector.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            res = detect_crops(encode(astronaut, "JPEG"), ["1:1"], ["face"])
+        assert_valid(res, ["1:1"])
+        assert res.matched_hints == []
+        lines = [r for r in caplog.records if "face detection disabled" in r.getMessage()]
+        assert len(lines) == 1
+    finally:
+        monkeypatch.undo()
+        detectors.get_detector.cache_clear()
+
+
+def test_preview_png(tmp_path: Path, astronaut: NDArray[np.uint8]) -> None:
+    data = encode(astronaut, "JPEG")
+    res = detect_crops(data, ["1:1", "16:9"])
+    out = write_preview(data, res, tmp_path / "p.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
