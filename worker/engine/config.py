@@ -43,6 +43,8 @@ class EngineConfig:
     """Reward for keeping a whole face, relative to all the saliency of the image (which sums to 1)."""
     face_cut_penalty: float = 1.5
     """Cost of cutting through a face, per unit face weight (a hard-ish constraint)."""
+    face_margin: float = 0.1
+    """Faces are kept with this margin (fraction of the box; 1.5x above for hair)."""
     person_weight: float = 0.35
     """Reward for keeping a whole person box grown from a face."""
     hint_weight: float = 2.0

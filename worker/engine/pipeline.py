@@ -106,7 +106,11 @@ def _targets(faces: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg
         # Every face counts; larger faces a little more (they are what a viewer notices first).
         size = float(np.sqrt(f.area / largest)) if largest > 0 else 1.0
         weight = cfg.face_weight * (0.6 + 0.4 * size)
-        out.append(Target(f.x0 * w, f.y0 * h, f.x1 * w, f.y1 * h, weight, cfg.face_cut_penalty * weight, "face"))
+        # A margin around the detector's tight box: hair, ears and chin belong to the face (thumbor
+        # shifts its face boxes up for the same reason).
+        mx, my = cfg.face_margin * (f.x1 - f.x0), cfg.face_margin * (f.y1 - f.y0)
+        out.append(Target(max(0.0, f.x0 - mx) * w, max(0.0, f.y0 - 1.5 * my) * h, min(1.0, f.x1 + mx) * w,
+                          min(1.0, f.y1 + my) * h, weight, cfg.face_cut_penalty * weight, "face"))
     for p in persons_from_faces(faces):
         out.append(Target(p.x0 * w, p.y0 * h, p.x1 * w, p.y1 * h, cfg.person_weight, 0.0, "person"))
     for hint, boxes in hinted.items():
