@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from api.client import CropqClient, CropqError
+
 app = typer.Typer(
     help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
     no_args_is_help=True,
@@ -70,6 +72,59 @@ def upload(
         key = f"{prefix}{f.name}"
         client.put_object(bucket, key, io.BytesIO(data), len(data))
         typer.echo(f"oss://{bucket}/{key}")
+
+
+def _client() -> CropqClient:
+    from worker.settings import get_settings
+
+    s = get_settings()
+    if not s.access_key_id or s.access_key_secret is None:
+        typer.echo("Set CROPQ_ACCESS_KEY_ID and CROPQ_ACCESS_KEY_SECRET (see `cropq keys create`).", err=True)
+        raise typer.Exit(2)
+    url = s.api_url or f"http://{s.api_host}:{s.api_port}"
+    return CropqClient(url, s.access_key_id, s.access_key_secret.get_secret_value())
+
+
+@app.command()
+def submit(
+    source_uri: Annotated[str, typer.Argument(help="oss://bucket/key or s3://bucket/key")],
+    project: Annotated[str, typer.Option(help="Project name.")],
+    ratios: Annotated[str, typer.Option(help="Comma-separated W:H ratios, or 'auto'.")] = "auto",
+    hint: Annotated[str | None, typer.Option(help="Object to keep, e.g. face.")] = None,
+    callback_url: Annotated[str | None, typer.Option(help="URL that receives the signed result.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the result and print the job.")] = False,
+) -> None:
+    """Submit a crop job to a running cropq (native API); prints the RequestId, or the job with --wait."""
+    with _client() as c:
+        try:
+            rid = c.submit(
+                project, source_uri, ratios.split(","), [hint] if hint else None, CallbackURL=callback_url
+            )
+            if not wait:
+                typer.echo(rid)
+                return
+            job = c.wait(project, rid)
+        except CropqError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(job.model_dump_json(exclude_none=True))
+    raise typer.Exit(0 if job.Status.value == "Succeeded" else 1)
+
+
+@app.command()
+def status(
+    request_id: Annotated[str, typer.Argument(help="RequestId of the job.")],
+    project: Annotated[str, typer.Option(help="Project name.")],
+    wait: Annotated[float, typer.Option(help="Seconds to long-poll for the end.")] = 0,
+) -> None:
+    """Print a job (JSON), optionally waiting for it to end."""
+    with _client() as c:
+        try:
+            job = c.get(project, request_id, wait=wait)
+        except CropqError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(job.model_dump_json(exclude_none=True))
 
 
 @app.command()

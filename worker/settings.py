@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Requests per minute per access key (0 = unlimited)."
     )
+    # --- client commands (cropq submit / status) ---
+    api_url: str | None = Field(
+        None, description="API base URL for `cropq submit/status` (default: api_host:api_port)."
+    )
+    access_key_id: str | None = Field(None, description="AccessKeyId `cropq submit/status` sign in with.")
+    access_key_secret: SecretStr | None = Field(
+        None, description="AccessKeySecret for `cropq submit/status`."
+    )
     # --- local stack ---
     data_dir: Path = Field(Path(".cropq"), description="Folder for the embedded Valkey and SeaweedFS data.")
     workers: int = Field(2, ge=1, le=64, description="Worker processes `cropq up` starts.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -160,7 +161,7 @@ def test_operations_endpoints(stack: Stack) -> None:
         assert "cropq_jobs_submitted_total" in metrics and "cropq_workers_alive 2" in metrics
         succeeded = re.search(r'cropq_jobs_total\{status="Succeeded"\} (\d+)', metrics)
         assert succeeded and int(succeeded.group(1)) >= 1, metrics
-        assert re.search(r'cropq_crop_seconds_count [1-9]', metrics), metrics
+        assert re.search(r"cropq_crop_seconds_count [1-9]", metrics), metrics
         assert c.get("/openapi.json").json()["info"]["title"] == "cropq"
         assert c.get("/docs").status_code == 200
 
@@ -174,6 +175,45 @@ def test_two_workers_share_one_queue(stack: Stack) -> None:
     assert all(j["Status"] == "Succeeded" for j in jobs)
     served = [sum(rid in w.log_path.read_text() for rid in rids) for w in stack.workers]
     assert all(n > 0 for n in served), served
+
+
+def test_cli_submit_and_status(stack: Stack) -> None:
+    from tests.conftest import ADMIN_KEY
+
+    project, bucket = stack.project()
+    uri = stack.put(bucket, "cli.jpg", jpeg(800, 600))
+    env = {
+        **stack.env,
+        "CROPQ_API_URL": stack.url,
+        "CROPQ_ACCESS_KEY_ID": ADMIN_KEY["AccessKeyId"],
+        "CROPQ_ACCESS_KEY_SECRET": ADMIN_KEY["AccessKeySecret"],
+    }
+    cli = [sys.executable, "-m", "api.cli"]
+    out = subprocess.run(
+        [*cli, "submit", uri, "--project", project, "--ratios", "1:1,2:1", "--wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job = json.loads(out.stdout)
+    assert job["Status"] == "Succeeded"
+    assert [c["AspectRatio"] for c in job["Croppings"]] == ["1:1", "2:1"]
+    again = subprocess.run(
+        [*cli, "status", job["RequestId"], "--project", project],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(again.stdout)["RequestId"] == job["RequestId"]
+    bad = subprocess.run(
+        [*cli, "submit", uri, "--project", project, "--ratios", "1:3"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "InvalidArgument" in bad.stderr
 
 
 def test_api_process_never_imports_opencv() -> None:
