@@ -21,7 +21,7 @@ from typing import Any
 # Run from a checkout without installing: make `worker` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker.engine.pipeline import detect_crops  # noqa: E402
+from worker.engine.pipeline import detect_crops
 
 SETS = ("scene", "coco", "faces")
 
@@ -42,8 +42,11 @@ def _cell(summary: dict[str, Any], key: str, field: str = "mean") -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--eval-dir", default=os.environ.get("CROPQ_EVAL_DIR"),
-                    help="folder holding cropeval.py and data/ (default: $CROPQ_EVAL_DIR)")
+    ap.add_argument(
+        "--eval-dir",
+        default=os.environ.get("CROPQ_EVAL_DIR"),
+        help="folder holding cropeval.py and data/ (default: $CROPQ_EVAL_DIR)",
+    )
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--limit", type=int, default=0, help="only the first N images of each set")
     ap.add_argument("--no-centre", action="store_true", help="skip the centre-crop baseline")
@@ -73,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             results[(label, name)] = s
 
     out = sys.stdout
-    out.write("| cropper | valid | scene fix mean (>=0.955) | scene fix p10 (>=0.86) | conf rho (>=0.5) "
-              "| coco persons (>=0.80) | coco largest (>=0.70) | faces (>=0.92) | largest face (>=0.85) "
-              "| ms/img median |\n")
+    out.write(
+        "| cropper | valid | scene fix mean (>=0.955) | scene fix p10 (>=0.86) | conf rho (>=0.5) "
+        "| coco persons (>=0.80) | coco largest (>=0.70) | faces (>=0.92) | largest face (>=0.85) "
+        "| ms/img median |\n"
+    )
     out.write("|---" * 10 + "|\n")
     for label, _ in runs:
         sc = results.get((label, "scene"), {})
@@ -85,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         rho = sc.get("confidence_spearman_vs_fix_ratio", math.nan)
         ms = [s["median_ms_per_image"] for s in (sc, co, fa) if s]
         out.write(
-            f"| {label} | {valid:.3f} | {_cell(sc, 'fix_ratio_max'):.3f} | {_cell(sc, 'fix_ratio_max', 'p10'):.3f} "
+            f"| {label} | {valid:.3f} | {_cell(sc, 'fix_ratio_max'):.3f} "
+            f"| {_cell(sc, 'fix_ratio_max', 'p10'):.3f} "
             f"| {rho:.2f} | {_cell(co, 'box_person_ratio'):.3f} | {_cell(co, 'box_largest_kept'):.3f} "
             f"| {_cell(fa, 'box_person_ratio'):.3f} | {_cell(fa, 'box_largest_kept'):.3f} "
             f"| {' / '.join(f'{m:.1f}' for m in ms)} |\n"

@@ -9,8 +9,12 @@ from hypothesis import strategies as st
 from tests.unit.engine.engine_helpers import assert_valid
 from worker.engine.pipeline import detect_crops_array
 
-ratio_st = st.tuples(st.integers(1, 19), st.integers(1, 19)).filter(lambda t: t[0] <= 2 * t[1] and t[1] <= 2 * t[0])
-ratios_st = st.lists(st.one_of(ratio_st.map(lambda t: f"{t[0]}:{t[1]}"), st.just("auto")), min_size=1, max_size=5)
+ratio_st = st.tuples(st.integers(1, 19), st.integers(1, 19)).filter(
+    lambda t: t[0] <= 2 * t[1] and t[1] <= 2 * t[0]
+)
+ratios_st = st.lists(
+    st.one_of(ratio_st.map(lambda t: f"{t[0]}:{t[1]}"), st.just("auto")), min_size=1, max_size=5
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

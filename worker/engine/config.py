@@ -31,7 +31,7 @@ class EngineConfig:
     centre_sigma_x: float = 0.26
     """Centre prior: anisotropic Gaussian, sigma as a fraction of width (fitted to free-viewing data)."""
     centre_sigma_y: float = 0.24
-    centre_weight: float = 0.6
+    centre_weight: float = 0.8
     """Blend: importance = saliency * (1 - w + w * prior) + prior * w * floor."""
     centre_floor: float = 0.25
     border_penalty: float = 0.6

@@ -126,7 +126,8 @@ def decode(data: bytes, config: EngineConfig, long_side: int | None = None) -> D
                 raise UnsupportedImage("The image header announces an empty image")
             if width * height > config.max_pixels:
                 raise ImageTooLarge(
-                    f"The image has {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
+                    f"The image has {width}x{height} = {width * height} pixels; "
+                    f"the limit is {config.max_pixels}"
                 )
             orientation = _orientation(im)
             if long_side is None:
@@ -171,11 +172,10 @@ def from_array(rgb: NDArray[np.uint8], config: EngineConfig) -> Decoded:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise UnsupportedImage(f"Expected an H x W x 3 RGB array, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        if arr.dtype == np.uint16:
-            arr = (arr >> 8).astype(np.uint8)
-        else:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
     alpha: NDArray[np.float32] | None = None
     if arr.shape[2] == 4:
         a = arr[:, :, 3].astype(np.float32) / 255.0
@@ -186,6 +186,7 @@ def from_array(rgb: NDArray[np.uint8], config: EngineConfig) -> Decoded:
     small = shrink(np.ascontiguousarray(arr), working_long_side(width * height, config))
     if alpha is not None:
         alpha = np.asarray(
-            cv2.resize(alpha, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32
+            cv2.resize(alpha, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA),
+            dtype=np.float32,
         )
     return Decoded(rgb=small, alpha=alpha, width=width, height=height)

@@ -56,7 +56,7 @@ class NullDetector:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:  # noqa: ARG002 - the interface's signature
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
         return []
 
 
@@ -111,8 +111,12 @@ class CenterFace:
         }
         dims_in["input.1"] = ["B", 3, "H", "W"]
         dims_out.update(
-            {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
-             "540": ["B", 10, "h", "w"]}
+            {
+                "537": ["B", 1, "h", "w"],
+                "538": ["B", 2, "h", "w"],
+                "539": ["B", 2, "h", "w"],
+                "540": ["B", 10, "h", "w"],
+            }
         )
         model = update_inputs_outputs_dims(model, dims_in, dims_out)
         opts = ort.SessionOptions()
@@ -153,7 +157,7 @@ class HaarDetector:
 
     def __init__(self, name: str, cascade: str, min_frac: float, neighbours: int = 4) -> None:
         self.name = name
-        path = os.path.join(cv2.data.haarcascades, cascade)
+        path = os.path.join(cv2.data.haarcascades, cascade)  # type: ignore[attr-defined]
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise ImportError(f"OpenCV cascade {cascade} is not installed")
@@ -165,12 +169,24 @@ class HaarDetector:
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         side = max(8, int(self._min_frac * min(h, w)))
         found, _, weights = self._cascade.detectMultiScale3(
-            gray, scaleFactor=1.1, minNeighbors=self._neighbours, minSize=(side, side), outputRejectLevels=True
+            gray,
+            scaleFactor=1.1,
+            minNeighbors=self._neighbours,
+            minSize=(side, side),
+            outputRejectLevels=True,
         )
         boxes = [
-            Box(x / w, y / h, (x + bw) / w, (y + bh) / h, float(1.0 / (1.0 + np.exp(-0.5 * float(s)))), self.name)
-            for (x, y, bw, bh), s in zip(np.asarray(found).reshape(-1, 4).tolist(), np.ravel(weights).tolist(),
-                                         strict=True)
+            Box(
+                x / w,
+                y / h,
+                (x + bw) / w,
+                (y + bh) / h,
+                float(1.0 / (1.0 + np.exp(-0.5 * float(s)))),
+                self.name,
+            )
+            for (x, y, bw, bh), s in zip(
+                np.asarray(found).reshape(-1, 4).tolist(), np.ravel(weights).tolist(), strict=True
+            )
         ]
         return _nms(boxes, 0.3)
 
@@ -186,7 +202,9 @@ class TextDetector:
         if min(h, w) < 16:
             return []
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        grad = cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+        grad = cv2.morphologyEx(
+            gray, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        )
         _, bw = cv2.threshold(grad, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         kw = max(3, w // 60)
         closed = cv2.morphologyEx(bw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, 1)))

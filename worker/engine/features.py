@@ -71,7 +71,9 @@ def centre_prior(h: int, w: int, config: EngineConfig) -> FloatMap:
 def saliency(rgb: NDArray[np.uint8], alpha: FloatMap | None, config: EngineConfig) -> FloatMap:
     """Bottom-up importance (sum 1) including the centre prior; transparent pixels count for nothing."""
     h, w = rgb.shape[:2]
-    lab = np.asarray(cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab), dtype=np.float32)
+    lab = np.asarray(
+        cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab), dtype=np.float32
+    )
     sal = config.saliency_weight * _normalise(colour_contrast(lab))
     sal += config.edge_weight * _normalise(edge_density(np.ascontiguousarray(lab[:, :, 0])))
     sal = _blur(_normalise(sal), 0.03 * max(h, w))

@@ -5,6 +5,7 @@ An unknown hint is not an error: it maps to nothing and the crop is made as usua
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 
@@ -12,26 +13,103 @@ import unicodedata
 # on its words (so "a red car's licence plate" still finds the plate detector).
 _SYNONYMS: dict[str, tuple[str, ...]] = {
     "face": (
-        "face", "faces", "head", "heads", "portrait", "selfie", "facial",
-        "人脸", "脸", "面部", "脸部", "头像", "人头", "面孔",
+        "face",
+        "faces",
+        "head",
+        "heads",
+        "portrait",
+        "selfie",
+        "facial",
+        "人脸",
+        "脸",
+        "面部",
+        "脸部",
+        "头像",
+        "人头",
+        "面孔",
     ),
     "person": (
-        "person", "persons", "people", "pedestrian", "pedestrians", "human", "humans", "man", "men",
-        "woman", "women", "child", "children", "kid", "kids", "boy", "girl", "player", "crowd", "body",
-        "人", "人物", "行人", "人类", "人群", "男人", "女人", "孩子", "儿童", "路人", "人体",
+        "person",
+        "persons",
+        "people",
+        "pedestrian",
+        "pedestrians",
+        "human",
+        "humans",
+        "man",
+        "men",
+        "woman",
+        "women",
+        "child",
+        "children",
+        "kid",
+        "kids",
+        "boy",
+        "girl",
+        "player",
+        "crowd",
+        "body",
+        "人",
+        "人物",
+        "行人",
+        "人类",
+        "人群",
+        "男人",
+        "女人",
+        "孩子",
+        "儿童",
+        "路人",
+        "人体",
     ),
     "cat": ("cat", "cats", "kitten", "kittens", "kitty", "猫", "猫咪", "小猫", "猫脸"),
     "eye": ("eye", "eyes", "眼睛", "眼", "双眼"),
     "smile": ("smile", "smiles", "smiling", "laugh", "微笑", "笑容", "笑脸", "笑"),
     "plate": (
-        "licence plate", "license plate", "licence plates", "license plates", "number plate",
-        "number plates", "plate", "plates", "registration plate", "numberplate",
-        "车牌", "车牌号", "号牌", "牌照",
+        "licence plate",
+        "license plate",
+        "licence plates",
+        "license plates",
+        "number plate",
+        "number plates",
+        "plate",
+        "plates",
+        "registration plate",
+        "numberplate",
+        "车牌",
+        "车牌号",
+        "号牌",
+        "牌照",
     ),
     "text": (
-        "text", "texts", "sign", "signs", "signboard", "signboards", "signage", "word", "words",
-        "letters", "caption", "title", "logo", "banner", "poster", "billboard", "label", "writing",
-        "文字", "文本", "招牌", "标志", "标牌", "字", "广告牌", "标语", "牌子", "指示牌", "横幅",
+        "text",
+        "texts",
+        "sign",
+        "signs",
+        "signboard",
+        "signboards",
+        "signage",
+        "word",
+        "words",
+        "letters",
+        "caption",
+        "title",
+        "logo",
+        "banner",
+        "poster",
+        "billboard",
+        "label",
+        "writing",
+        "文字",
+        "文本",
+        "招牌",
+        "标志",
+        "标牌",
+        "字",
+        "广告牌",
+        "标语",
+        "牌子",
+        "指示牌",
+        "横幅",
     ),
 }
 
@@ -54,7 +132,7 @@ def detector_for_hint(hint: str) -> str | None:
         if word in text:
             return _LOOKUP[word]
     words = _WORD.findall(text)
-    for a, b in zip(words, words[1:], strict=False):
+    for a, b in itertools.pairwise(words):
         if f"{a} {b}" in _LOOKUP:
             return _LOOKUP[f"{a} {b}"]
     for word in words:

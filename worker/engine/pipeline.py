@@ -77,10 +77,13 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
     ana = shrink(det, cfg.analysis_long_side)
     alpha = decoded.alpha
     if alpha is not None and alpha.shape != ana.shape[:2]:
-        alpha = np.asarray(cv2.resize(alpha, (ana.shape[1], ana.shape[0]), interpolation=cv2.INTER_AREA),
-                           dtype=np.float32)
+        alpha = np.asarray(
+            cv2.resize(alpha, (ana.shape[1], ana.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32
+        )
     det_img = _detection_copy(det, decoded.width * decoded.height, cfg)
-    faces = [b for b in get_detector("face").detect(det_img) if b.score >= cfg.face_threshold][: cfg.max_faces]
+    faces = [b for b in get_detector("face").detect(det_img) if b.score >= cfg.face_threshold][
+        : cfg.max_faces
+    ]
     hinted: dict[str, list[Box]] = {}
     for hint in inclusion_hints:
         name = detector_for_hint(hint)
@@ -99,7 +102,9 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
     return Analysis(Scene(importance, decoded.width, decoded.height, targets, cfg), faces, hinted)
 
 
-def _targets(faces: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg: EngineConfig) -> list[Target]:
+def _targets(
+    faces: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg: EngineConfig
+) -> list[Target]:
     out: list[Target] = []
     largest = max((f.area for f in faces), default=0.0)
     for f in faces:
@@ -109,19 +114,42 @@ def _targets(faces: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg
         # A margin around the detector's tight box: hair, ears and chin belong to the face (thumbor
         # shifts its face boxes up for the same reason).
         mx, my = cfg.face_margin * (f.x1 - f.x0), cfg.face_margin * (f.y1 - f.y0)
-        out.append(Target(max(0.0, f.x0 - mx) * w, max(0.0, f.y0 - 1.5 * my) * h, min(1.0, f.x1 + mx) * w,
-                          min(1.0, f.y1 + my) * h, weight, cfg.face_cut_penalty * weight, "face"))
+        out.append(
+            Target(
+                max(0.0, f.x0 - mx) * w,
+                max(0.0, f.y0 - 1.5 * my) * h,
+                min(1.0, f.x1 + mx) * w,
+                min(1.0, f.y1 + my) * h,
+                weight,
+                cfg.face_cut_penalty * weight,
+                "face",
+            )
+        )
     for p in persons_from_faces(faces):
         out.append(Target(p.x0 * w, p.y0 * h, p.x1 * w, p.y1 * h, cfg.person_weight, 0.0, "person"))
     for hint, boxes in hinted.items():
         for b in boxes:
-            out.append(Target(b.x0 * w, b.y0 * h, b.x1 * w, b.y1 * h, cfg.hint_weight,
-                              cfg.face_cut_penalty * cfg.hint_weight, hint))
+            out.append(
+                Target(
+                    b.x0 * w,
+                    b.y0 * h,
+                    b.x1 * w,
+                    b.y1 * h,
+                    cfg.hint_weight,
+                    cfg.face_cut_penalty * cfg.hint_weight,
+                    hint,
+                )
+            )
     return out
 
 
-def _crop(decoded: Decoded, requested: list[str], parsed: list[AspectRatio | None],
-          inclusion_hints: Sequence[str], cfg: EngineConfig) -> CropResult:
+def _crop(
+    decoded: Decoded,
+    requested: list[str],
+    parsed: list[AspectRatio | None],
+    inclusion_hints: Sequence[str],
+    cfg: EngineConfig,
+) -> CropResult:
     hints = [h for h in inclusion_hints if h.strip()]
     analysis = analyse(decoded, hints, cfg)
     scene = analysis.scene
@@ -141,7 +169,8 @@ def _crop(decoded: Decoded, requested: list[str], parsed: list[AspectRatio | Non
             win = best_for(ratio)
             croppings.append(CropSuggestion(text, win.rect, round(win.confidence, 4)))
     matched = [
-        hint for hint, boxes in analysis.hinted.items()
+        hint
+        for hint, boxes in analysis.hinted.items()
         if any(_inside(b, c.rect, decoded.width, decoded.height) for b in boxes for c in croppings)
     ]
     return CropResult(decoded.width, decoded.height, croppings, matched)
@@ -162,9 +191,12 @@ def _auto(best_for: Callable[[AspectRatio], Window]) -> tuple[AspectRatio, Windo
 
 def _inside(b: Box, rect: Rect, width: int, height: int) -> bool:
     tol = 1.0
-    return (rect.left <= b.x0 * width + tol and rect.right >= b.x1 * width - tol
-            and rect.top <= b.y0 * height + tol and rect.bottom >= b.y1 * height - tol)
-
+    return (
+        rect.left <= b.x0 * width + tol
+        and rect.right >= b.x1 * width - tol
+        and rect.top <= b.y0 * height + tol
+        and rect.bottom >= b.y1 * height - tol
+    )
 
 
 def _detection_copy(rgb: NDArray[np.uint8], source_pixels: int, cfg: EngineConfig) -> NDArray[np.uint8]:

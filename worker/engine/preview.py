@@ -24,7 +24,12 @@ def render_preview(data: bytes, result: CropResult) -> Image.Image:
     for i, c in enumerate(result.croppings):
         colour = _COLOURS[i % len(_COLOURS)]
         r = c.rect
-        box = (r.left * sx, r.top * sy, max(r.left * sx, r.right * sx - 1), max(r.top * sy, r.bottom * sy - 1))
+        box = (
+            r.left * sx,
+            r.top * sy,
+            max(r.left * sx, r.right * sx - 1),
+            max(r.top * sy, r.bottom * sy - 1),
+        )
         draw.rectangle(box, outline=colour, width=3)
         label = f"{c.aspect_ratio} {c.confidence:.2f}"
         tx, ty = box[0] + 4, box[1] + 4 + 14 * i

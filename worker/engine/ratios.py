@@ -59,7 +59,7 @@ def parse_ratio(text: str) -> AspectRatio | None:
 def parse_ratios(entries: Sequence[str]) -> list[AspectRatio | None]:
     """Validate a whole list (1 to 5 entries)."""
     if isinstance(entries, str) or not isinstance(entries, Sequence):
-        raise InvalidAspectRatio("AspectRatios must be a list of strings such as [\"1:1\", \"16:9\"]")
+        raise InvalidAspectRatio('AspectRatios must be a list of strings such as ["1:1", "16:9"]')
     if len(entries) == 0:
         raise InvalidAspectRatio("AspectRatios must not be empty")
     if len(entries) > MAX_RATIOS:
@@ -79,10 +79,10 @@ def ratios_from_param(value: str | Sequence[str] | None) -> list[str]:
             decoded = json.loads(value)
         except ValueError:
             raise InvalidAspectRatio(
-                f"AspectRatios must be a JSON array of strings such as [\"1:1\"], got {value[:80]!r}"
+                f'AspectRatios must be a JSON array of strings such as ["1:1"], got {value[:80]!r}'
             ) from None
         if not isinstance(decoded, list) or not all(isinstance(e, str) for e in decoded):
-            raise InvalidAspectRatio("AspectRatios must be a JSON array of strings such as [\"1:1\"]")
+            raise InvalidAspectRatio('AspectRatios must be a JSON array of strings such as ["1:1"]')
         value = decoded
     entries = list(value)
     parse_ratios(entries)
@@ -97,9 +97,11 @@ def hints_from_param(value: str | Sequence[str] | None) -> list[str]:
         try:
             decoded = json.loads(value)
         except ValueError:
-            raise InvalidInclusionHints("InclusionHints must be a JSON array of strings such as [\"face\"]") from None
+            raise InvalidInclusionHints(
+                'InclusionHints must be a JSON array of strings such as ["face"]'
+            ) from None
         if not isinstance(decoded, list):
-            raise InvalidInclusionHints("InclusionHints must be a JSON array of strings such as [\"face\"]")
+            raise InvalidInclusionHints('InclusionHints must be a JSON array of strings such as ["face"]')
         value = decoded
     hints = list(value)
     if len(hints) > MAX_HINTS:

@@ -47,8 +47,14 @@ class Window:
 class Scene:
     """Summed-area table of the importance map plus the targets, for one image."""
 
-    def __init__(self, importance: NDArray[np.float32], width: int, height: int,
-                 targets: list[Target], config: EngineConfig) -> None:
+    def __init__(
+        self,
+        importance: NDArray[np.float32],
+        width: int,
+        height: int,
+        targets: list[Target],
+        config: EngineConfig,
+    ) -> None:
         self.h, self.w = importance.shape
         self.width, self.height = width, height
         sat = np.zeros((self.h + 1, self.w + 1), dtype=np.float64)
@@ -56,8 +62,9 @@ class Scene:
         self.sat = sat
         self.total = float(sat[-1, -1]) or 1.0
         self.targets = targets
-        self._boxes = np.array([[t.x0, t.y0, t.x1, t.y1, t.reward, t.cut_cost] for t in targets],
-                               dtype=np.float64).reshape(-1, 6)
+        self._boxes = np.array(
+            [[t.x0, t.y0, t.x1, t.y1, t.reward, t.cut_cost] for t in targets], dtype=np.float64
+        ).reshape(-1, 6)
         self.config = config
         self.sx = self.w / width  # full pixels -> analysis pixels
         self.sy = self.h / height

@@ -23,7 +23,12 @@ class Rect:
 
     def corners(self) -> list[tuple[int, int]]:
         """The four corners clockwise from top-left."""
-        return [(self.left, self.top), (self.right, self.top), (self.right, self.bottom), (self.left, self.bottom)]
+        return [
+            (self.left, self.top),
+            (self.right, self.top),
+            (self.right, self.bottom),
+            (self.left, self.bottom),
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,9 @@ def test_json_lines_in_order_and_error_line(
     assert (preview / "a.preview.png").exists()
 
 
-def test_all_good_exits_zero(tmp_path: Path, astronaut: NDArray[np.uint8], capsys: pytest.CaptureFixture[str]) -> None:
+def test_all_good_exits_zero(
+    tmp_path: Path, astronaut: NDArray[np.uint8], capsys: pytest.CaptureFixture[str]
+) -> None:
     p = tmp_path / "a.png"
     p.write_bytes(encode(astronaut[:64, :96]))
     assert run_crop_cli([str(p)], "auto", None, None) == 0

@@ -102,7 +102,9 @@ def test_pixel_cap_checked_before_decoding() -> None:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    png = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
     with pytest.raises(ImageTooLarge) as exc:
         detect_crops(png, ["1:1"])
     assert exc.value.code == "InvalidArgument.ImageTooLarge"
@@ -113,7 +115,9 @@ def test_pixel_cap_from_config(photo: NDArray[np.uint8]) -> None:
         detect_crops(encode(photo), ["1:1"], config=EngineConfig(max_pixels=1000))
 
 
-@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\xff\xd8\xff\xe0garbage", bytes(range(256)) * 4])
+@pytest.mark.parametrize(
+    "data", [b"", b"not an image at all", b"\xff\xd8\xff\xe0garbage", bytes(range(256)) * 4]
+)
 def test_garbage_bytes(data: bytes) -> None:
     with pytest.raises(UnsupportedImage) as exc:
         detect_crops(data, ["1:1"])

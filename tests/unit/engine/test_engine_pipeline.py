@@ -21,9 +21,9 @@ EXTREMES = ["2:1", "1:2", "3:2", "2:3"]
 
 
 def _contains(rect_ltwh: tuple[int, int, int, int], box: tuple[int, int, int, int], tol: int = 1) -> bool:
-    l, t, w, h = rect_ltwh
+    left, top, w, h = rect_ltwh
     x0, y0, x1, y1 = box
-    return l <= x0 + tol and t <= y0 + tol and l + w >= x1 - tol and t + h >= y1 - tol
+    return left <= x0 + tol and top <= y0 + tol and left + w >= x1 - tol and top + h >= y1 - tol
 
 
 def _ltwh(res_crop: object) -> tuple[int, int, int, int]:
