@@ -208,4 +208,3 @@ async def wait_for_job(r: aioredis.Redis, request_id: str, timeout: float) -> Jo
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     return job
-

@@ -25,7 +25,11 @@ def test_cropq_up_serves_the_printed_example_and_stops_cleanly(tmp_path: Path) -
     env.update(CROPQ_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "up", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     lines: list[str] = []
     try:
@@ -49,8 +53,12 @@ def test_cropq_up_serves_the_printed_example_and_stops_cleanly(tmp_path: Path) -
         rid = httpx.Response(200, content=result.stdout).json()["RequestId"]
         auth = re.search(r"Bearer ([^']+)'", out)
         assert auth
-        job = httpx.get(f"http://127.0.0.1:{port}/v1/projects/demo/crop-jobs/{rid}", params={"wait": 20},
-                        headers={"Authorization": f"Bearer {auth.group(1)}"}, timeout=30).json()
+        job = httpx.get(
+            f"http://127.0.0.1:{port}/v1/projects/demo/crop-jobs/{rid}",
+            params={"wait": 20},
+            headers={"Authorization": f"Bearer {auth.group(1)}"},
+            timeout=30,
+        ).json()
         assert job["Status"] == "Succeeded", job
         assert [c["AspectRatio"] for c in job["Croppings"]] == ["1:1", "16:9"]
     finally:

@@ -45,11 +45,15 @@ def photos(stack: Stack) -> dict[str, Any]:
 
 def sdk(stack: Stack, key_id: str | None = None, secret: str | None = None, **config: Any) -> Client:
     endpoint = stack.url.removeprefix("http://")
-    return Client(open_api_models.Config(
-        access_key_id=key_id or ADMIN_KEY["AccessKeyId"],
-        access_key_secret=secret or ADMIN_KEY["AccessKeySecret"],
-        endpoint=endpoint, protocol="http", **config,
-    ))
+    return Client(
+        open_api_models.Config(
+            access_key_id=key_id or ADMIN_KEY["AccessKeyId"],
+            access_key_secret=secret or ADMIN_KEY["AccessKeySecret"],
+            endpoint=endpoint,
+            protocol="http",
+            **config,
+        )
+    )
 
 
 def call(client: Client, **kw: Any) -> Any:
@@ -59,16 +63,24 @@ def call(client: Client, **kw: Any) -> Any:
 def _check(crop: Any, width: int, height: int) -> None:
     b = crop.boundary
     w, h = (int(p) for p in crop.aspect_ratio.split(":"))
-    assert 0 <= b.left and 0 <= b.top and b.left + b.width <= width and b.top + b.height <= height
+    assert b.left >= 0 and b.top >= 0 and b.left + b.width <= width and b.top + b.height <= height
     assert abs(b.width * h / w - b.height) <= 1 + h / w
     assert [(p.x, p.y) for p in b.polygon] == [
-        (b.left, b.top), (b.left + b.width, b.top), (b.left + b.width, b.top + b.height), (b.left, b.top + b.height)]
+        (b.left, b.top),
+        (b.left + b.width, b.top),
+        (b.left + b.width, b.top + b.height),
+        (b.left, b.top + b.height),
+    ]
     assert 0 <= crop.confidence <= 1
 
 
 def test_two_ratios(stack: Stack, photos: dict[str, Any]) -> None:
-    body = call(sdk(stack), project_name=photos["project"], source_uri=photos["plain"],
-                aspect_ratios='["1:1", "16:9"]')
+    body = call(
+        sdk(stack),
+        project_name=photos["project"],
+        source_uri=photos["plain"],
+        aspect_ratios='["1:1", "16:9"]',
+    )
     assert body.request_id
     assert [c.aspect_ratio for c in body.croppings] == ["1:1", "16:9"]
     for c in body.croppings:
@@ -84,23 +96,41 @@ def test_auto_and_the_v2_signature(stack: Stack, photos: dict[str, Any]) -> None
 
 
 def test_hint_is_matched(stack: Stack, photos: dict[str, Any]) -> None:
-    body = call(sdk(stack), project_name=photos["project"], source_uri=photos["face"],
-                aspect_ratios='["9:16"]', inclusion_hints=["face"])
+    body = call(
+        sdk(stack),
+        project_name=photos["project"],
+        source_uri=photos["face"],
+        aspect_ratios='["9:16"]',
+        inclusion_hints=["face"],
+    )
     assert body.matched_inclusion_hints == ["face"]
     (crop,) = body.croppings
     _check(crop, 512, 512)
     # The astronaut's face (about x 180-290, y 60-190) is inside the narrow crop.
     b = crop.boundary
     assert b.left <= 180 and b.left + b.width >= 290
-    unknown = call(sdk(stack), project_name=photos["project"], source_uri=photos["face"],
-                   aspect_ratios='["1:1"]', inclusion_hints=["unicorn"])
+    unknown = call(
+        sdk(stack),
+        project_name=photos["project"],
+        source_uri=photos["face"],
+        aspect_ratios='["1:1"]',
+        inclusion_hints=["unicorn"],
+    )
     assert unknown.matched_inclusion_hints == [] and len(unknown.croppings) == 1
 
 
 @pytest.mark.parametrize(
     "ratios",
-    ['["1:1","4:3","3:4","16:9","9:16","2:1"]', "[]", '["4.1:3"]', '["1:3"]', '["3:1"]', '["0:1"]', '["20:19"]',
-     "1:1"],
+    [
+        '["1:1","4:3","3:4","16:9","9:16","2:1"]',
+        "[]",
+        '["4.1:3"]',
+        '["1:3"]',
+        '["3:1"]',
+        '["0:1"]',
+        '["20:19"]',
+        "1:1",
+    ],
 )
 def test_invalid_aspect_ratios(stack: Stack, photos: dict[str, Any], ratios: str) -> None:
     with pytest.raises(ClientException) as e:
@@ -128,16 +158,24 @@ def test_other_invalid_inputs(stack: Stack, photos: dict[str, Any]) -> None:
 
 def test_wrong_secret_and_unknown_key(stack: Stack, photos: dict[str, Any]) -> None:
     with pytest.raises(ClientException) as e:
-        call(sdk(stack, secret="wrong-secret-wrong-secret"), project_name=photos["project"],
-             source_uri=photos["plain"])
+        call(
+            sdk(stack, secret="wrong-secret-wrong-secret"),
+            project_name=photos["project"],
+            source_uri=photos["plain"],
+        )
     assert (e.value.status_code, e.value.code) == (400, "SignatureDoesNotMatch")
     with pytest.raises(ClientException) as e:
-        call(sdk(stack, key_id="LTAInosuchkey000000", secret="x" * 20), project_name=photos["project"],
-             source_uri=photos["plain"])
+        call(
+            sdk(stack, key_id="LTAInosuchkey000000", secret="x" * 20),
+            project_name=photos["project"],
+            source_uri=photos["plain"],
+        )
     assert (e.value.status_code, e.value.code) == (404, "InvalidAccessKeyId.NotFound")
 
 
-def test_replayed_nonce_is_refused(stack: Stack, photos: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replayed_nonce_is_refused(
+    stack: Stack, photos: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from alibabacloud_tea_openapi.utils import Utils
 
     monkeypatch.setattr(Utils, "get_nonce", staticmethod(lambda: "f" * 32))
@@ -151,7 +189,10 @@ def test_replayed_nonce_is_refused(stack: Stack, photos: dict[str, Any], monkeyp
 def test_project_scoped_key_from_the_cli(stack: Stack, photos: dict[str, Any]) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "api.cli", "keys", "create", "--project", photos["project"], "--json"],
-        env=stack.env, capture_output=True, text=True, check=True,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     key = json.loads(out.stdout)
     assert key["Projects"] == [photos["project"]]
@@ -160,8 +201,12 @@ def test_project_scoped_key_from_the_cli(stack: Stack, photos: dict[str, Any]) -
     with pytest.raises(ClientException) as e:
         call(scoped, project_name=photos["other_project"], source_uri=photos["other"])
     assert e.value.status_code == 403 and e.value.code == "Forbidden"
-    subprocess.run([sys.executable, "-m", "api.cli", "keys", "disable", key["AccessKeyId"]],
-                   env=stack.env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "keys", "disable", key["AccessKeyId"]],
+        env=stack.env,
+        check=True,
+        capture_output=True,
+    )
     with pytest.raises(ClientException) as e:
         call(scoped, project_name=photos["project"], source_uri=photos["plain"])
     assert (e.value.status_code, e.value.code) == (403, "InvalidAccessKeyId.Inactive")
@@ -179,14 +224,22 @@ def test_throttling(make_stack: Any) -> None:
 
     stack: Stack = make_stack(workers=1, rate_limit_per_minute="3")
     # A fresh key, so that no other test's requests share its window.
-    out = subprocess.run([sys.executable, "-m", "api.cli", "keys", "create", "--project", "*", "--json"],
-                         env=stack.env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", "keys", "create", "--project", "*", "--json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     key = json.loads(out.stdout)
     bucket = "throttle-bucket"
     stack.s3.client().make_bucket(bucket)
     uri = stack.put(bucket, "a.jpg", jpeg(300, 200))
-    r = httpx.put(f"{stack.url}/v1/projects/throttled", json={"Buckets": [bucket]},
-                  headers={"Authorization": f"Bearer {key['AccessKeyId']}:{key['AccessKeySecret']}"})
+    r = httpx.put(
+        f"{stack.url}/v1/projects/throttled",
+        json={"Buckets": [bucket]},
+        headers={"Authorization": f"Bearer {key['AccessKeyId']}:{key['AccessKeySecret']}"},
+    )
     assert r.status_code == 201, r.text
     client = sdk(stack, key["AccessKeyId"], key["AccessKeySecret"])
     for _ in range(2):
@@ -215,12 +268,13 @@ def test_unknown_action_and_version(stack: Stack) -> None:
     import httpx
 
     auth = {"Authorization": f"Bearer {ADMIN_KEY['AccessKeyId']}:{ADMIN_KEY['AccessKeySecret']}"}
-    r = httpx.post(f"{stack.url}/", headers={**auth, "x-acs-action": "DetectImageFaces",
-                                             "x-acs-version": "2020-09-30"})
+    r = httpx.post(
+        f"{stack.url}/", headers={**auth, "x-acs-action": "DetectImageFaces", "x-acs-version": "2020-09-30"}
+    )
     assert r.status_code == 404 and r.json()["Code"] == "InvalidAction.NotFound"
-    r = httpx.post(f"{stack.url}/", headers={**auth, "x-acs-action": "DetectImageCropping",
-                                             "x-acs-version": "2017-01-01"})
+    r = httpx.post(
+        f"{stack.url}/",
+        headers={**auth, "x-acs-action": "DetectImageCropping", "x-acs-version": "2017-01-01"},
+    )
     assert r.status_code == 400 and r.json()["Code"] == "InvalidVersion"
     assert r.headers["content-type"].startswith("application/json")
-
-
