@@ -108,5 +108,6 @@ async def authenticate(request: Request) -> Principal:
 
     # Only a verified id reaches the logs, so a forger cannot put words in another key's mouth.
     request.state.access_key_id = key.access_key_id
+    structlog.contextvars.bind_contextvars(access_key_id=key.access_key_id)
     await check_rate_limit(redis, key.access_key_id, settings.rate_limit_per_minute)
     return Principal(access_key_id=key.access_key_id, projects=frozenset(key.projects))

@@ -111,6 +111,31 @@ def test_bytes_that_are_not_an_image_fail_with_a_clear_code(stack: Stack) -> Non
         assert wait_done(c, project, submit(c, project, {"SourceURI": uri}))["Status"] == "Succeeded"
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a huge size (a decompression bomb's header) with a tiny body."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_is_refused_from_its_header(stack: Stack) -> None:
+    project, bucket = stack.project()
+    uri = stack.put(bucket, "bomb.png", _png_header_only(60_000, 60_000))
+    with stack.http() as c:
+        job = wait_done(c, project, submit(c, project, {"SourceURI": uri}))
+    assert job["Status"] == "Failed" and job["Code"] == "InvalidArgument.ImageTooLarge", job
+
+
 def test_idempotency_key_returns_the_first_job(stack: Stack) -> None:
     project, bucket = stack.project()
     uri = stack.put(bucket, "a.jpg", jpeg(500, 400))
