@@ -10,9 +10,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import redis
 import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI, Request, Response
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 
 from api.auth.keystore import AccessKeyStore
 from api.errors import install_error_handlers, new_request_id
@@ -36,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = aioredis.Redis.from_url(
             s.redis_url,
             decode_responses=True,
+            # A pooled connection that died with a Redis restart is replaced instead of failing a request.
+            retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             socket_timeout=5,
             socket_connect_timeout=3,
             health_check_interval=30,

@@ -161,7 +161,7 @@ def make_stack(
         stack = Stack(
             url=f"http://127.0.0.1:{port}",
             env=env,
-            redis_url=redis_url,
+            redis_url=env["CROPQ_REDIS_URL"],
             s3=s3_server,
             workdir=workdir,
             api=api,

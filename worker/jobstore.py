@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from worker import keys
 from worker.contracts import Job
@@ -65,6 +67,12 @@ class JobStore:
 
 
 def connect(url: str) -> redis.Redis:
+    # A pooled connection that died with a Redis restart is replaced instead of failing the job.
     return redis.Redis.from_url(
-        url, socket_timeout=10, socket_connect_timeout=5, retry_on_timeout=True, health_check_interval=30
+        url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )

@@ -172,3 +172,31 @@ def test_storage_outage_is_retried_until_storage_returns(make_stack: Any, s3_ser
         assert job["Status"] == "Succeeded", job
     finally:
         proxy.close()
+
+
+def test_redis_restart_loses_no_accepted_job_and_workers_reconnect(make_stack: Any, tmp_path: Path) -> None:
+    from api.localstack import free_port, start_valkey
+    from tests.conftest import wait_for_workers_on
+
+    port = free_port()
+    valkey = start_valkey(tmp_path / "valkey", port, durable=True)
+    try:
+        stack: Stack = make_stack(workers=0, redis_url=f"redis://127.0.0.1:{port}/0")
+        project, bucket = stack.project()
+        uris = [stack.put(bucket, f"r{i}.jpg", jpeg(500, 400, seed=i)) for i in range(3)]
+        with stack.http() as c:
+            rids = [submit(c, project, {"SourceURI": u}) for u in uris]  # accepted while no worker runs
+            valkey.stop()  # the outage: Redis goes away (and comes back from its append-only file)
+            down = c.post(f"/v1/projects/{project}/crop-jobs", json={"SourceURI": uris[0]})
+            assert down.status_code == 503 and down.json()["Code"] == "ServiceUnavailable"
+            valkey = start_valkey(tmp_path / "valkey", port, durable=True)
+            stack.add_worker()
+            wait_for_workers_on(stack, 1)
+            assert all(wait_done(c, project, rid)["Status"] == "Succeeded" for rid in rids)
+            # A second outage under a running worker: it reconnects and serves new work.
+            valkey.stop()
+            valkey = start_valkey(tmp_path / "valkey", port, durable=True)
+            job = wait_done(c, project, submit(c, project, {"SourceURI": uris[1]}), timeout=120)
+            assert job["Status"] == "Succeeded"
+    finally:
+        valkey.stop()
