@@ -43,6 +43,16 @@ class SubmitJobResponse(BaseModel):
     Status: JobStatus
 
 
+class SubmitBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    Jobs: list[SubmitJobRequest] = Field(min_length=1, max_length=100, description="1 to 100 crop jobs.")
+
+
+class SubmitBatchResponse(BaseModel):
+    Jobs: list[SubmitJobResponse]
+
+
 class ProjectPutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -248,3 +248,34 @@ def test_api_process_never_imports_opencv() -> None:
     code = "import sys, api.main, api.cli; api.main.create_app; print('cv2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_batch_submit(stack: Stack) -> None:
+    project, bucket = stack.project()
+    uris = [stack.put(bucket, f"batch{i}.jpg", jpeg(600, 400, seed=i)) for i in range(3)]
+    with stack.http() as c:
+        bad = c.post(
+            f"/v1/projects/{project}/crop-jobs:batch",
+            json={"Jobs": [{"SourceURI": uris[0]}, {"SourceURI": uris[1], "AspectRatios": ["9:1"]}]},
+        )
+        assert bad.status_code == 400 and bad.json()["Message"].startswith("Jobs[1]: "), bad.text
+        other = c.post(
+            f"/v1/projects/{project}/crop-jobs:batch",
+            json={"Jobs": [{"SourceURI": uris[0]}, {"SourceURI": "oss://not-ours/x.jpg"}]},
+        )
+        assert other.status_code == 400 and "Jobs[1]" in other.json()["Message"], other.text
+        assert redis.Redis.from_url(stack.redis_url).llen(stack.env["CROPQ_QUEUE_NAME"]) == 0
+        r = c.post(
+            f"/v1/projects/{project}/crop-jobs:batch",
+            json={
+                "Jobs": [
+                    {"SourceURI": u, "AspectRatios": ["1:1"], "UserData": str(i)} for i, u in enumerate(uris)
+                ]
+            },
+        )
+        assert r.status_code == 202, r.text
+        rids = [j["RequestId"] for j in r.json()["Jobs"]]
+        assert len(set(rids)) == 3
+        jobs = [wait_done(c, project, rid) for rid in rids]
+    assert [j["UserData"] for j in jobs] == ["0", "1", "2"]
+    assert all(j["Status"] == "Succeeded" for j in jobs)

@@ -31,16 +31,29 @@ class EngineConfig:
     centre_sigma_x: float = 0.26
     """Centre prior: anisotropic Gaussian, sigma as a fraction of width (fitted to free-viewing data)."""
     centre_sigma_y: float = 0.24
+    centre_mean_x: float = 0.0
+    centre_mean_y: float = 0.0
     centre_weight: float = 0.8
     """Blend: importance = saliency * (1 - w + w * prior) + prior * w * floor."""
     centre_floor: float = 0.25
     border_penalty: float = 0.6
     """How much salient mass lying right on a crop edge costs (cutting a subject at the frame border)."""
 
+    blob_threshold: float = 2.0
+    """Salient objects: connected regions whose saliency exceeds this multiple of the map's mean."""
+    blob_min_area: float = 0.02
+    """...covering at least this fraction of the image."""
+    blob_max: int = 3
+    blob_weight: float = 0.0
+    """Reward for keeping a salient object whole, per unit of its saliency mass."""
+    blob_cut_penalty: float = 1.0
+    """Cost of cutting through a salient object, per unit reward."""
+
     # --- detectors ------------------------------------------------------------------------------------
     face_threshold: float = 0.45
     face_weight: float = 1.0
     """Reward for keeping a whole face, relative to all the saliency of the image (which sums to 1)."""
+    largest_face_bonus: float = 0.0
     face_cut_penalty: float = 1.5
     """Cost of cutting through a face, per unit face weight (a hard-ish constraint)."""
     face_margin: float = 0.1
@@ -56,5 +69,9 @@ class EngineConfig:
     # --- candidate search -----------------------------------------------------------------------------
     scales: tuple[float, ...] = (1.0, 0.85)
     """Window sizes tried, as a fraction of the largest window of the ratio that fits."""
+    ignore_unfit: bool = False
+    line_cut_weight: float = 0.0
+    """Cost of a crop edge per unit of mean structure (edge density, mean 1) along its line."""
+    cut_map_sigma: float = 0.01
     area_weight: float = 0.5
     """Preference for larger windows: the score loses this much per unit of lost area (full size = 0)."""
