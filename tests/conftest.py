@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import structlog
 from minio import Minio
 
 from api.localstack import (
@@ -27,6 +28,13 @@ from api.localstack import (
     start_worker,
     wait_for_workers,
 )
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """In-process apps configure logging (level filters included); later tests start from the defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 @dataclass

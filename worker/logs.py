@@ -26,7 +26,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=False,  # keeps structlog.testing.capture_logs working
+        cache_logger_on_first_use=False,  # so structlog.testing.capture_logs sees every logger
     )
     # Route the standard library (celery, uvicorn, kombu) through the same renderer.
     handler = logging.StreamHandler(sys.stdout)
