@@ -200,3 +200,17 @@ def test_redis_restart_loses_no_accepted_job_and_workers_reconnect(make_stack: A
             assert job["Status"] == "Succeeded"
     finally:
         valkey.stop()
+
+
+def test_sigterm_lets_the_worker_finish_its_job_first(make_stack: Any) -> None:
+    stack: Stack = make_stack(workers=1)
+    project, bucket = stack.project()
+    uri = _heavy_image(stack, bucket)
+    worker = stack.workers[0]
+    with stack.http() as c:
+        rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
+        _wait_running(stack, rid)
+        os.kill(worker.pid, signal.SIGTERM)  # what Kubernetes and `docker stop` send
+        assert worker.proc.wait(timeout=120) == 0
+        job = c.get(f"/v1/projects/{project}/crop-jobs/{rid}").json()
+    assert job["Status"] == "Succeeded" and job["Attempts"] == 1, job
