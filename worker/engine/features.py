@@ -45,7 +45,7 @@ def colour_contrast(lab: FloatMap) -> FloatMap:
     out = np.zeros((h, w), dtype=np.float32)
     fine = _blur(lab, 0.01 * long_side)
     for centre, surround in ((0.01, 0.05), (0.02, 0.1), (0.04, 0.2)):
-        c = _blur(lab, centre * long_side)
+        c = fine if centre == 0.01 else _blur(lab, centre * long_side)
         s = _blur(lab, surround * long_side)
         out += np.sqrt(((c - s) ** 2).sum(axis=2))
     mean = lab.reshape(-1, 3).mean(axis=0)
@@ -70,13 +70,6 @@ def centre_prior(h: int, w: int, config: EngineConfig) -> FloatMap:
 
 def saliency(rgb: NDArray[np.uint8], alpha: FloatMap | None, config: EngineConfig) -> FloatMap:
     """Bottom-up importance (sum 1) including the centre prior; transparent pixels count for nothing."""
-    return saliency_maps(rgb, alpha, config)[0]
-
-
-def saliency_maps(
-    rgb: NDArray[np.uint8], alpha: FloatMap | None, config: EngineConfig
-) -> tuple[FloatMap, FloatMap]:
-    """(importance with the centre prior, bottom-up saliency without it), both summing to 1."""
     h, w = rgb.shape[:2]
     lab = np.asarray(
         cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab), dtype=np.float32
@@ -84,43 +77,9 @@ def saliency_maps(
     sal = config.saliency_weight * _normalise(colour_contrast(lab))
     sal += config.edge_weight * _normalise(edge_density(np.ascontiguousarray(lab[:, :, 0])))
     sal = _blur(_normalise(sal), 0.03 * max(h, w))
-    if alpha is not None:
-        sal = _normalise(sal * alpha)
     prior = centre_prior(h, w, config)
     cw = config.centre_weight
     imp = sal * ((1.0 - cw) + cw * prior) + (cw * config.centre_floor / (h * w)) * prior
     if alpha is not None:
         imp = imp * alpha
-    return _normalise(imp), sal
-
-
-def structure_map(rgb: NDArray[np.uint8], config: EngineConfig) -> FloatMap:
-    """Where a crop edge would slice through something: Lab gradient magnitude, lightly blurred."""
-    lab = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab), dtype=np.float32)
-    gx = cv2.Sobel(lab, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(lab, cv2.CV_32F, 0, 1, ksize=3)
-    mag = np.sqrt((gx * gx + gy * gy).sum(axis=2))
-    return _blur(np.asarray(mag, dtype=np.float32), config.cut_map_sigma * max(rgb.shape[:2]))
-
-
-def salient_objects(sal: FloatMap, config: EngineConfig) -> list[tuple[int, int, int, int, float]]:
-    """Large salient regions as objects: (x0, y0, x1, y1, mass) in map pixels, largest mass first.
-
-    The map is thresholded relative to its mean (a region standing out from the image), split into
-    connected components, and each component large enough to be a subject becomes a box the crop should
-    keep whole or leave out cleanly."""
-    h, w = sal.shape
-    if h < 4 or w < 4:
-        return []
-    mask = (sal > config.blob_threshold * float(sal.mean())).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    out: list[tuple[int, int, int, int, float]] = []
-    min_area = config.blob_min_area * h * w
-    for i in range(1, n):
-        x, y, bw, bh, area = (int(v) for v in stats[i])
-        if area < min_area:
-            continue
-        mass = float(sal[labels == i].sum())
-        out.append((x, y, x + bw, y + bh, mass))
-    out.sort(key=lambda t: -t[4])
-    return out[: config.blob_max]
+    return _normalise(imp)

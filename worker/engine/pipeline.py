@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from worker.engine.config import EngineConfig
 from worker.engine.decode import Decoded, decode, from_array, shrink
 from worker.engine.detectors import Box, get_detector, persons_from_faces
-from worker.engine.features import saliency_maps, salient_objects, structure_map
+from worker.engine.features import saliency
 from worker.engine.hints import detector_for_hint
 from worker.engine.ratios import AUTO_CANDIDATES, AspectRatio, parse_ratio, parse_ratios
 from worker.engine.scoring import Scene, Target, Window
@@ -96,16 +96,10 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
         else:
             found = get_detector(name).detect(det_img)
             hinted[hint] = sorted(found, key=lambda b: -b.score)[: cfg.max_objects]
-    importance, bottom_up = saliency_maps(ana, alpha, cfg)
+    importance = saliency(ana, alpha, cfg)
     h, w = importance.shape
     targets = _targets(faces, hinted, w, h, cfg)
-    if cfg.blob_weight > 0:
-        for x0, y0, x1, y1, mass in salient_objects(bottom_up, cfg):
-            reward = cfg.blob_weight * mass
-            targets.append(Target(x0, y0, x1, y1, reward, cfg.blob_cut_penalty * reward, "object"))
-    cut_map = structure_map(ana, cfg) if cfg.line_cut_weight > 0 else None
-    scene = Scene(importance, decoded.width, decoded.height, targets, cfg, cut_map)
-    return Analysis(scene, faces, hinted)
+    return Analysis(Scene(importance, decoded.width, decoded.height, targets, cfg), faces, hinted)
 
 
 def _targets(
@@ -118,7 +112,6 @@ def _targets(
         size = float(np.sqrt(f.area / largest)) if largest > 0 else 1.0
         weight = cfg.face_weight * (0.6 + 0.4 * size)
         if f.area >= largest:
-            # The largest face is the subject: keeping it whole beats keeping several small ones.
             weight += cfg.largest_face_bonus
         # A margin around the detector's tight box: hair, ears and chin belong to the face (thumbor
         # shifts its face boxes up for the same reason).

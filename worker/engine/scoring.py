@@ -54,7 +54,6 @@ class Scene:
         height: int,
         targets: list[Target],
         config: EngineConfig,
-        cut_map: NDArray[np.float32] | None = None,
     ) -> None:
         self.h, self.w = importance.shape
         self.width, self.height = width, height
@@ -69,13 +68,6 @@ class Scene:
         self.config = config
         self.sx = self.w / width  # full pixels -> analysis pixels
         self.sy = self.h / height
-        self.csat: F64 | None = None
-        if cut_map is not None and cut_map.shape == importance.shape:
-            cm = cut_map.astype(np.float64)
-            cm = cm / max(float(cm.mean()), 1e-12)  # mean 1: a line through average content costs 1
-            csat = np.zeros((self.h + 1, self.w + 1), dtype=np.float64)
-            csat[1:, 1:] = cm.cumsum(0).cumsum(1)
-            self.csat = csat
 
     # -- summed-area lookups on a grid of windows (rows: tops, columns: lefts) -------------------------
     # Sampling the table at fractional coordinates is linear interpolation (exact for a map that is
@@ -113,22 +105,6 @@ class Scene:
         out += self._span(top + bottom, lefts, ww, 1)
         return out
 
-    def _line_cut(self, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
-        """Mean cut-map value along the window's edges that lie inside the image (a thin line each): how
-        much structure (object boundaries, texture) a crop edge slices through there."""
-        z = np.zeros((tops.size, lefts.size), dtype=np.float64)
-        if self.csat is None:
-            return z
-        eps = 1e-6
-        t = 0.5  # half the line's thickness, in map pixels
-        rows = self._span(self.csat, tops, hh, 0) / max(hh, eps)
-        z += self._span(rows, lefts - t, 2 * t, 1) * (lefts > eps)[None]
-        z += self._span(rows, lefts + ww - t, 2 * t, 1) * (lefts + ww < self.w - eps)[None]
-        top = self._span(self.csat, tops - t, 2 * t, 0) * (tops > eps)[:, None]
-        bottom = self._span(self.csat, tops + hh - t, 2 * t, 0) * (tops + hh < self.h - eps)[:, None]
-        z += self._span(top + bottom, lefts, ww, 1) / max(ww, eps)
-        return z / (2 * t)
-
     def _targets(self, tops: F64, lefts: F64, hh: float, ww: float) -> tuple[F64, F64, float]:
         """(reward kept, cut cost, reward available) over the grid, all targets at once."""
         if not self.targets:
@@ -140,16 +116,11 @@ class Scene:
         ox = np.clip(np.minimum(lefts[None] + ww, b[:, 2:3]) - np.maximum(lefts[None], b[:, 0:1]), 0, bw) / bw
         oy = np.clip(np.minimum(tops[None] + hh, b[:, 3:4]) - np.maximum(tops[None], b[:, 1:2]), 0, bh) / bh
         f = oy[:, :, None] * ox[:, None, :]  # (targets, tops, lefts): fraction of each box kept
-        # An object larger than the window can be neither kept whole nor cleanly left out: it counts
-        # for nothing at this size (its saliency still counts through the map).
-        fits = ((b[:, 2] - b[:, 0] <= ww + 1e-6) & (b[:, 3] - b[:, 1] <= hh + 1e-6)).astype(np.float64)
-        if not self.config.ignore_unfit:
-            fits[:] = 1.0
         # Whole objects count (f**8); a crop edge through one costs most when it keeps nearly all of it
         # (sqrt keeps the cost steep near f = 1, where a few pixels decide "kept" or "cut").
-        gain = np.einsum("t,tyx->yx", b[:, 4] * fits, f**8)
-        cost = np.einsum("t,tyx->yx", b[:, 5] * fits, 2.0 * np.sqrt(f * (1.0 - f)))
-        return gain, cost, float((b[:, 4] * fits).sum())
+        gain = np.einsum("t,tyx->yx", b[:, 4], f**8)
+        cost = np.einsum("t,tyx->yx", b[:, 5], 2.0 * np.sqrt(f * (1.0 - f)))
+        return gain, cost, float(b[:, 4].sum())
 
     # -- the search ---------------------------------------------------------------------------------
     def window_sizes(self, rw: int, rh: int) -> list[tuple[int, int, float]]:
@@ -184,8 +155,7 @@ class Scene:
             edge = self._edge_mass(tops, lefts, hh, ww) / self.total
             gain, cost, avail = self._targets(tops, lefts, hh, ww)
             area = (cw * ch) / (self.width * self.height)
-            line = self._line_cut(tops, lefts, hh, ww)
-            score = kept - cfg.border_penalty * edge - cfg.line_cut_weight * line + gain - cost - cfg.area_weight * (1.0 - scale * scale)
+            score = kept - cfg.border_penalty * edge + gain - cost - cfg.area_weight * (1.0 - scale * scale)
             k = int(np.argmax(score))
             iy, ix = np.unravel_index(k, score.shape)
             conf = float(kept[iy, ix])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tests.unit.engine.engine_helpers import assert_valid, encode
 from worker.engine.config import EngineConfig
@@ -136,3 +137,20 @@ def test_large_jpeg_is_decoded_at_reduced_scale() -> None:
     d = decode(encode(arr, "JPEG"), EngineConfig())
     assert (d.width, d.height) == (3200, 2400)
     assert max(d.rgb.shape[:2]) <= 400  # DCT-scaled then shrunk to the working size
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_reduced_jpeg_decode_matches_pillow_orientation(orientation: int) -> None:
+    """Large JPEGs take OpenCV's 1/8-scale path; it must show the same upright picture as Pillow."""
+    arr = np.zeros((1200, 1600, 3), dtype=np.uint8)
+    arr[:400, :400] = (255, 0, 0)  # a red block in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(arr, "JPEG", quality=95, exif=exif.tobytes())
+    got = decode(data, EngineConfig())
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert (got.width, got.height) == (upright.shape[1], upright.shape[0])
+    small = np.asarray(Image.fromarray(upright).resize((got.rgb.shape[1], got.rgb.shape[0])))
+    red = (got.rgb[:, :, 0] > 128) & (got.rgb[:, :, 2] < 100)
+    red_ref = (small[:, :, 0] > 128) & (small[:, :, 2] < 100)
+    assert (red == red_ref).mean() > 0.97

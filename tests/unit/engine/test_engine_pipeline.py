@@ -167,3 +167,37 @@ def test_preview_png(tmp_path: Path, astronaut: NDArray[np.uint8]) -> None:
     res = detect_crops(data, ["1:1", "16:9"])
     out = write_preview(data, res, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_largest_face_wins_over_a_small_one() -> None:
+    """Faces found by a stub detector: one large face at the left, a small one (with its body box) at
+    the right. A narrow crop cannot hold both; it keeps the large face (the subject), which the small
+    face plus its body would outweigh without the largest-face bonus."""
+
+    class Stub:
+        name = "face"
+
+        def detect(self, rgb: NDArray[np.uint8]) -> list[detectors.Box]:
+            small = detectors.Box(0.80, 0.2, 0.84, 0.26, 0.9, "face")
+            return [detectors.Box(0.10, 0.3, 0.24, 0.6, 0.9, "face"), small]
+
+    original = detectors._FACTORIES["face"]
+    detectors.register_detector("face", Stub)
+    try:
+        canvas = np.full((400, 1000, 3), 120, dtype=np.uint8)
+        res = detect_crops_array(canvas, ["1:1", "9:16"])
+    finally:
+        detectors.register_detector("face", original)
+    for c in res.croppings:
+        assert _contains(_ltwh(c), (100, 120, 240, 240)), c
+
+
+def test_centre_prior_peaks_at_the_mean_fixation() -> None:
+    from worker.engine.config import EngineConfig
+    from worker.engine.features import centre_prior
+
+    cfg = EngineConfig()
+    prior = centre_prior(120, 160, cfg)
+    iy, ix = np.unravel_index(int(np.argmax(prior)), prior.shape)
+    assert abs((ix + 0.5) / 160 - (0.5 + cfg.centre_mean_x)) <= 1 / 160
+    assert abs((iy + 0.5) / 120 - (0.5 + cfg.centre_mean_y)) <= 1 / 120
