@@ -38,6 +38,8 @@ class Analysis:
 
     scene: Scene
     faces: list[Box]
+    persons: list[Box]
+    """People found by the person detector (empty when it did not run)."""
     hinted: dict[str, list[Box]]
     """Per hint (as given): the objects its detector found, most confident first."""
 
@@ -84,6 +86,17 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
     faces = [b for b in get_detector("face").detect(det_img) if b.score >= cfg.face_threshold][
         : cfg.max_faces
     ]
+    mode = cfg.person_detector
+    person_hinted = any(detector_for_hint(h) == "person" for h in inclusion_hints)
+    persons: list[Box] = []
+    if (
+        mode == "always"
+        or (mode == "no_faces" and not faces)
+        or (mode in ("always", "no_faces", "hint") and person_hinted)
+    ):
+        persons = [b for b in get_detector("person").detect(det_img) if b.score >= cfg.person_threshold][
+            : cfg.max_persons
+        ]
     hinted: dict[str, list[Box]] = {}
     for hint in inclusion_hints:
         name = detector_for_hint(hint)
@@ -92,18 +105,60 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
         elif name == "face":
             hinted[hint] = faces[: cfg.max_objects]
         elif name == "person":
-            hinted[hint] = persons_from_faces(faces)[: cfg.max_objects]
+            hinted[hint] = (persons or persons_from_faces(faces))[: cfg.max_objects]
         else:
             found = get_detector(name).detect(det_img)
             hinted[hint] = sorted(found, key=lambda b: -b.score)[: cfg.max_objects]
     importance = saliency(ana, alpha, cfg)
     h, w = importance.shape
-    targets = _targets(faces, hinted, w, h, cfg)
-    return Analysis(Scene(importance, decoded.width, decoded.height, targets, cfg), faces, hinted)
+    targets = _targets(faces, persons, hinted, w, h, cfg)
+    blob = dominant_blob(importance, cfg)
+    if blob is not None:
+        targets.append(blob)
+    return Analysis(Scene(importance, decoded.width, decoded.height, targets, cfg), faces, persons, hinted)
+
+
+def dominant_blob(importance: NDArray[np.float32], cfg: EngineConfig) -> Target | None:
+    """The box of the one dominant, compact object of the importance map, or None when there is none.
+
+    Above ``blob_level`` x peak the map splits into blobs; the largest (by mass) must hold ``blob_share``
+    of that mass and be ``blob_contrast`` times denser than the rest of the image. Cluttered scenes have
+    several comparable blobs (or a low-contrast one) and get no target, so only images with a clear
+    subject are asked to keep it whole.
+    """
+    if cfg.blob_share <= 0.0:
+        return None
+    peak = float(importance.max())
+    if peak <= 0.0:
+        return None
+    mask = (importance >= cfg.blob_level * peak).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    lab = labels.ravel()
+    mass = np.bincount(lab, weights=importance.ravel().astype(np.float64), minlength=n)[1:]
+    k = int(np.argmax(mass))
+    if mass[k] < cfg.blob_share * float(mass.sum()):
+        return None
+    inside = lab == k + 1
+    n_in = int(inside.sum())
+    n_out = inside.size - n_in
+    if n_out == 0:
+        return None
+    total = float(importance.sum())
+    dens_in = float(mass[k]) / n_in
+    dens_out = (total - float(mass[k])) / n_out
+    if dens_in < cfg.blob_contrast * max(dens_out, 1e-12):
+        return None
+    x, y, bw, bh = (int(v) for v in stats[k + 1, :4])
+    weight = cfg.blob_weight
+    return Target(
+        float(x), float(y), float(x + bw), float(y + bh), weight, cfg.blob_cut_penalty * weight, "blob"
+    )
 
 
 def _targets(
-    faces: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg: EngineConfig
+    faces: list[Box], persons: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg: EngineConfig
 ) -> list[Target]:
     out: list[Target] = []
     largest = max((f.area for f in faces), default=0.0)
@@ -129,6 +184,12 @@ def _targets(
         )
     for p in persons_from_faces(faces):
         out.append(Target(p.x0 * w, p.y0 * h, p.x1 * w, p.y1 * h, cfg.person_weight, 0.0, "person"))
+    largest_p = max((p.area for p in persons), default=0.0)
+    for p in persons:
+        weight = cfg.person_det_weight + (cfg.largest_person_bonus if p.area >= largest_p else 0.0)
+        out.append(
+            Target(p.x0 * w, p.y0 * h, p.x1 * w, p.y1 * h, weight, cfg.person_cut_penalty * weight, "person")
+        )
     for hint, boxes in hinted.items():
         for b in boxes:
             out.append(
