@@ -52,7 +52,10 @@ def _storage() -> S3Storage:
 
 @lru_cache(maxsize=1)
 def _engine_config() -> EngineConfig:
-    return dataclasses.replace(EngineConfig(), max_pixels=get_settings().max_image_pixels)
+    s = get_settings()
+    return dataclasses.replace(
+        EngineConfig(), max_pixels=s.max_image_pixels, person_detector=s.person_detection
+    )
 
 
 def _run_engine(data: bytes, msg: CropTaskMessage) -> CropResult:
