@@ -30,34 +30,13 @@ from api.auth.dependency import authenticate
 from api.auth.keystore import AccessKeyStore
 from api.auth.principal import Principal
 from api.errors import install_error_handlers
+from tests.unit.auth.spec_vector import VECTOR_DATE, VECTOR_QUERY, vector_headers
 from worker.settings import AccessKeySpec, Settings
 
 BOOT_ID, BOOT_SECRET = "BOOTKEY001", "boot-secret-0123456789"
 
 
-# The captured request of imm-wire.md §2 (its byte-exact checks live in test_acs3.py).
-VECTOR_DATE = datetime(2026, 11, 25, 16, 23, 52, tzinfo=UTC)
-VECTOR_QUERY = (
-    "AspectRatios=%5B%221%3A1%22%2C%2216%3A9%22%5D&InclusionHints=%5B%22dog%22%5D&ProjectName=proj-1"
-    "&SourceURI=oss%3A%2F%2Fbucket%2Fa+dir%2Fimg%2B1.jpg"
-)
-VECTOR_HEADERS = [
-    ("host", "127.0.0.1:8000"),
-    ("x-acs-version", "2020-09-30"),
-    ("x-acs-action", "DetectImageCropping"),
-    ("user-agent", "AlibabaCloud (Linux; x86_64) Python/3.11.7 Core/0.4.3 TeaDSL/2"),
-    ("x-acs-date", "2026-11-25T16:23:52Z"),
-    ("x-acs-signature-nonce", "a997b4e0cae60ecdb8d1040740aba26e"),
-    ("accept", "application/json"),
-    ("x-acs-content-sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-    ("x-acs-credentials-provider", "static_ak"),
-    (
-        "Authorization",
-        "ACS3-HMAC-SHA256 Credential=AKIDtest123,SignedHeaders=accept;host;user-agent;x-acs-action;"
-        "x-acs-content-sha256;x-acs-credentials-provider;x-acs-date;x-acs-signature-nonce;x-acs-version,"
-        "Signature=4713c3004a0803a11533fcfafe3828c08e6f68b272c89158f1c13c0dc9926c55",
-    ),
-]
+VECTOR_HEADERS = vector_headers()  # the spec's captured request; byte-exact checks in test_acs3.py
 
 
 def make_app(redis_url: str, *, rate_limit: int = 0, clock: Callable[[], datetime] | None = None) -> FastAPI:
