@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -84,19 +84,22 @@ class ManagedProcess:
 
 
 def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, proc: ManagedProcess | None = None
+    check: Callable[[], bool], timeout: float, what: str, procs: Sequence[ManagedProcess] = ()
 ) -> None:
+    """Poll ``check`` until it holds; fail at once (with their last log lines) if one of ``procs`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and not proc.alive():
-            raise RuntimeError(f"{what} exited early:\n{proc.tail()}")
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{what}: {proc.name} exited early:\n{proc.tail()}")
         try:
             if check():
                 return
         except Exception:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s" + (f":\n{proc.tail()}" if proc else ""))
+    tails = "".join(f"\n{p.name}:\n{p.tail()}" for p in procs)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s{tails}")
 
 
 # ---------------------------------------------------------------- Valkey
@@ -128,7 +131,7 @@ def start_valkey(data_dir: Path, port: int, *, durable: bool = True) -> ManagedP
     argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]
     proc = ManagedProcess("valkey", argv, data_dir / "valkey.log")
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
-    wait_until(lambda: bool(client.ping()), 20, "Valkey", proc)
+    wait_until(lambda: bool(client.ping()), 20, "Valkey", [proc])
     client.close()
     return proc
 
@@ -196,7 +199,7 @@ def start_seaweedfs(data_dir: Path, s3_port: int, access_key: str, secret_key: s
     from minio import Minio
 
     client = Minio(f"127.0.0.1:{s3_port}", access_key=access_key, secret_key=secret_key, secure=False)
-    wait_until(lambda: client.list_buckets() is not None, 60, "SeaweedFS S3", proc)
+    wait_until(lambda: client.list_buckets() is not None, 60, "SeaweedFS S3", [proc])
     return proc
 
 
@@ -221,7 +224,7 @@ def start_api(env: Mapping[str, str], host: str, port: int, log_path: Path) -> M
     import httpx
 
     wait_until(
-        lambda: httpx.get(f"http://{host}:{port}/healthz", timeout=1).status_code == 200, 60, "API", proc
+        lambda: httpx.get(f"http://{host}:{port}/healthz", timeout=1).status_code == 200, 60, "API", [proc]
     )
     return proc
 
@@ -254,13 +257,22 @@ def start_worker(
     return ManagedProcess(f"worker {name}", argv, log_path, env=env)
 
 
-def wait_for_workers(redis_url: str, count: int, timeout: float = 60) -> None:
-    """Ready when ``count`` workers have written their heartbeat (they are consuming by then)."""
+def wait_for_workers(
+    redis_url: str,
+    count: int,
+    timeout: float = 60,
+    node_prefix: str = "",
+    procs: Sequence[ManagedProcess] = (),
+) -> None:
+    """Ready when ``count`` workers whose node names start with ``node_prefix`` have written their
+    heartbeat (they are consuming by then); fails early if one of ``procs`` exits."""
     client = redis.Redis.from_url(redis_url)
     from worker import keys
 
     def ready() -> bool:
-        return len(list(client.scan_iter(match=keys.worker_heartbeat("*"), count=100))) >= count
+        return len(list(client.scan_iter(match=keys.worker_heartbeat(f"{node_prefix}*"), count=100))) >= count
 
-    wait_until(ready, timeout, f"{count} worker(s)")
-    client.close()
+    try:
+        wait_until(ready, timeout, f"{count} worker(s)", procs)
+    finally:
+        client.close()

@@ -188,20 +188,13 @@ def make_stack(
 
 def wait_for_workers_on(stack: Stack, count: int) -> None:
     """Wait for the heartbeats of this stack's workers (their node names carry the queue name)."""
-    import time
-
-    client = redis.Redis.from_url(stack.redis_url)
-    queue = stack.env["CROPQ_QUEUE_NAME"]
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        alive = list(client.scan_iter(match=f"cropq:worker:{queue}-*", count=100))
-        if len(alive) >= count:
-            return
-        for w in stack.workers:
-            if not w.alive():
-                raise RuntimeError(f"worker exited:\n{w.tail()}")
-        time.sleep(0.2)
-    raise TimeoutError("workers did not start:\n" + "\n".join(w.tail() for w in stack.workers))
+    wait_for_workers(
+        stack.redis_url,
+        count,
+        timeout=90,
+        node_prefix=f"{stack.env['CROPQ_QUEUE_NAME']}-",
+        procs=stack.workers,
+    )
 
 
-__all__ = ["ADMIN_KEY", "S3Server", "Stack", "wait_for_workers", "wait_for_workers_on"]
+__all__ = ["ADMIN_KEY", "S3Server", "Stack", "wait_for_workers_on"]

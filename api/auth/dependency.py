@@ -45,7 +45,8 @@ async def _lookup(keystore: AccessKeyStore, key_id: str) -> AccessKey:
     return key
 
 
-def _form_pairs(request: Request, body: bytes) -> list[tuple[str, str]]:
+def form_pairs(request: Request, body: bytes) -> list[tuple[str, str]]:
+    """The pairs of a form-encoded body (none for any other content type), decoded with form rules."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != FORM_MEDIA_TYPE:
         return []
@@ -90,7 +91,7 @@ async def authenticate(request: Request) -> Principal:
             signed_at = acs3.verify_acs3(parsed, await request.body(), key.secret, clock=clock)
             nonce = parsed.nonce
     else:
-        pairs = form_decode(raw_query) + _form_pairs(request, await request.body())
+        pairs = form_decode(raw_query) + form_pairs(request, await request.body())
         if any(name == "SecurityToken" for name, _ in pairs):
             raise _forbidden_sts()
         if not v2.is_v2(pairs):

@@ -7,11 +7,11 @@ waits 10 s for the reply. This face submits the same job as the native API, wait
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.auth.canonical import form_decode, wire_str
+from api.auth.dependency import form_pairs
 from api.deps import CeleryDep, PrincipalDep, RedisDep, SettingsDep, require_project_access
 from api.errors import JSON_MEDIA_TYPE, ImmError, invalid_argument, request_id_of, service_unavailable
 from api.jobs import build_params, submit_job, wait_for_job
@@ -25,12 +25,10 @@ VERSION = "2020-09-30"
 
 
 async def _params(request: Request) -> dict[str, str]:
-    """Query parameters merged with a form-encoded body (the body wins), decoded with form rules."""
-    params = dict(parse_qsl(request.url.query, keep_blank_values=True))
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        body = (await request.body()).decode("utf-8", errors="replace")
-        params.update(parse_qsl(body, keep_blank_values=True))
-    return params
+    """Query parameters merged with a form-encoded body (the body wins), decoded exactly as the signature
+    check decoded them."""
+    query = wire_str(request.scope.get("query_string", b""))
+    return dict(form_decode(query) + form_pairs(request, await request.body()))
 
 
 def _job_error(job: Job) -> ImmError:
