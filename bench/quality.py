@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         rho = sc.get("confidence_spearman_vs_fix_ratio", math.nan)
         ms = [s["median_ms_per_image"] for s in (sc, co, fa) if s]
         out.write(
-            f"| {label} | {valid:.3f} | {_cell(sc, 'fix_ratio_max'):.3f} "
+            f"| {label} | {valid:.3f} | {_cell(sc, 'fix_ratio_max'):.4f} "
             f"| {_cell(sc, 'fix_ratio_max', 'p10'):.3f} "
             f"| {rho:.2f} | {_cell(co, 'box_person_ratio'):.3f} | {_cell(co, 'box_largest_kept'):.3f} "
             f"| {_cell(fa, 'box_person_ratio'):.3f} | {_cell(fa, 'box_largest_kept'):.3f} "

@@ -31,6 +31,13 @@ class EngineConfig:
     """Edge density relative to colour contrast (a maximum-likelihood fit of the fixation density on the
     scene dev set put it at 0.85-2.5; with the centre weight below, 1.2 keeps the most fixation mass in
     crops on both of its halves, 1.5-2.0 being as good within 0.0002)."""
+    face_attention: float = 0.12
+    """Fixation mass put on detected faces, relative to colour contrast (people look at faces and people
+    more than their contrast predicts). A maximum-likelihood fit of the fixation density on each half of
+    the scene dev set gave faces 0.01-0.13 and persons 0.17-0.22 at this scale; both help crops on both
+    halves (scene fixation kept 0.9549 -> 0.9551)."""
+    person_attention: float = 0.18
+    """The same for detected people."""
     centre_sigma_x: float = 0.26
     """Centre prior: anisotropic Gaussian, sigma as a fraction of width (fitted to free-viewing data)."""
     centre_sigma_y: float = 0.24

@@ -1,12 +1,15 @@
 """Feature maps on the analysis copy: where people look.
 
 Saliency = colour contrast (centre-surround differences in Lab at several scales, and distance from the
-image's mean colour) + edge density, each normalised, summed, blurred to the scale at which human
-fixations spread. A centre prior (anisotropic Gaussian) multiplies it: free viewing is centre-biased
-whatever the content. All maps are float32, computed once per image and reused for every ratio.
+image's mean colour) + edge density + the faces and people found by the detectors (they draw the eye
+whatever their contrast), each normalised, summed, blurred to the scale at which human fixations
+spread. A centre prior (anisotropic Gaussian) multiplies it: free viewing is centre-biased whatever the
+content. All maps are float32, computed once per image and reused for every ratio.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -68,14 +71,37 @@ def centre_prior(h: int, w: int, config: EngineConfig) -> FloatMap:
     return np.asarray(np.outer(gy, gx), dtype=np.float32)
 
 
-def saliency(rgb: NDArray[np.uint8], alpha: FloatMap | None, config: EngineConfig) -> FloatMap:
-    """Bottom-up importance (sum 1) including the centre prior; transparent pixels count for nothing."""
+def box_map(boxes: Sequence[tuple[float, float, float, float, float]], h: int, w: int) -> FloatMap:
+    """Boxes (x0, y0, x1, y1 as fractions of the image, weight) painted as filled rectangles."""
+    m = np.zeros((h, w), dtype=np.float32)
+    for x0, y0, x1, y1, weight in boxes:
+        c0, r0 = int(x0 * w), int(y0 * h)
+        c1, r1 = max(c0 + 1, int(np.ceil(x1 * w))), max(r0 + 1, int(np.ceil(y1 * h)))
+        m[r0:r1, c0:c1] += weight
+    return m
+
+
+def saliency(
+    rgb: NDArray[np.uint8],
+    alpha: FloatMap | None,
+    config: EngineConfig,
+    faces: Sequence[tuple[float, float, float, float, float]] = (),
+    persons: Sequence[tuple[float, float, float, float, float]] = (),
+) -> FloatMap:
+    """Importance (sum 1) including the centre prior; transparent pixels count for nothing.
+
+    ``faces`` and ``persons`` are detections as (x0, y0, x1, y1 in fractions, score): people attract
+    fixations beyond what their contrast predicts, so they add mass where they are.
+    """
     h, w = rgb.shape[:2]
     lab = np.asarray(
         cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab), dtype=np.float32
     )
     sal = config.saliency_weight * _normalise(colour_contrast(lab))
     sal += config.edge_weight * _normalise(edge_density(np.ascontiguousarray(lab[:, :, 0])))
+    for boxes, weight in ((faces, config.face_attention), (persons, config.person_attention)):
+        if boxes and weight > 0:
+            sal += weight * _normalise(box_map(boxes, h, w))
     sal = _blur(_normalise(sal), 0.03 * max(h, w))
     prior = centre_prior(h, w, config)
     cw = config.centre_weight

@@ -109,7 +109,13 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
         else:
             found = get_detector(name).detect(det_img)
             hinted[hint] = sorted(found, key=lambda b: -b.score)[: cfg.max_objects]
-    importance = saliency(ana, alpha, cfg)
+    importance = saliency(
+        ana,
+        alpha,
+        cfg,
+        faces=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in faces],
+        persons=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in persons],
+    )
     h, w = importance.shape
     targets = _targets(faces, persons, hinted, w, h, cfg)
     blob = dominant_blob(importance, cfg)

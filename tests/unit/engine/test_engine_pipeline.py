@@ -201,3 +201,20 @@ def test_centre_prior_peaks_at_the_mean_fixation() -> None:
     iy, ix = np.unravel_index(int(np.argmax(prior)), prior.shape)
     assert abs((ix + 0.5) / 160 - (0.5 + cfg.centre_mean_x)) <= 1 / 160
     assert abs((iy + 0.5) / 120 - (0.5 + cfg.centre_mean_y)) <= 1 / 120
+
+
+def test_detected_people_draw_importance_where_they_stand() -> None:
+    from worker.engine.config import EngineConfig
+    from worker.engine.features import saliency
+
+    rng = np.random.default_rng(3)
+    texture = rng.integers(90, 160, size=(120, 160, 3), dtype=np.uint8)  # even clutter, no subject
+    person = (0.05, 0.2, 0.25, 0.9, 0.9)  # a standing person at the left edge, far from the centre
+    box = (slice(24, 108), slice(8, 40))
+    plain = saliency(texture, None, EngineConfig())
+    with_person = saliency(texture, None, EngineConfig(), persons=[person])
+    off = saliency(texture, None, EngineConfig(person_attention=0.0), persons=[person])
+    assert float(with_person[box].sum()) > 1.2 * float(plain[box].sum())
+    np.testing.assert_allclose(off, plain, rtol=1e-6)
+    for m in (plain, with_person):
+        assert abs(float(m.sum()) - 1.0) < 1e-4
