@@ -42,3 +42,9 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(lvl)
+    # uvicorn installs its own plain-text handlers before it loads the app: send its lines to the root
+    # handler instead, so start-up, error and access lines are JSON like the rest.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True

@@ -66,7 +66,7 @@ def deliver(
     all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
     # trust_env=False: no proxy or netrc from the environment may bypass the pinned connection.
     with httpx.Client(
-        transport=PinnedTransport(allowed),
+        transport=PinnedTransport(allowed, resolve_timeout=timeout),
         follow_redirects=False,
         trust_env=False,
         timeout=httpx.Timeout(timeout),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 import httpx
@@ -55,7 +57,20 @@ _NAT64 = ip_network("64:ff9b::/96")
 
 
 class SsrfRefused(ValueError):
-    """The callback URL is not allowed (scheme, unresolvable host, or a non-public address)."""
+    """The callback URL is not allowed (scheme, no host, or a non-public address): retrying cannot help."""
+
+
+class ResolveFailed(httpx.ConnectError):
+    """The host name did not resolve (in time): a transient network failure, retried like a refused
+    connection."""
+
+    def __init__(self, message: str, request: httpx.Request | None = None) -> None:
+        super().__init__(message, request=request)
+
+
+# getaddrinfo cannot be cancelled and ignores socket timeouts: it runs on a small pool of its own so a
+# stuck resolver costs the delivery its timeout, not the worker its time limit.
+_DNS_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cropq-dns")
 
 
 def parse_cidrs(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -90,20 +105,34 @@ def system_resolver(host: str, port: int) -> list[IPAddress]:
     return [ip_address(info[4][0]) for info in infos]
 
 
+def resolve_within(resolver: Resolver, host: str, port: int, timeout: float | None) -> list[IPAddress]:
+    """``resolver(host, port)``, raising :class:`ResolveFailed` if it fails or takes over ``timeout`` s."""
+    try:
+        if timeout is None:
+            return resolver(host, port)
+        return _DNS_POOL.submit(resolver, host, port).result(timeout=timeout)
+    except FutureTimeout:
+        raise ResolveFailed(f"resolving {host} took over {timeout:g} s") from None
+    except (OSError, UnicodeError) as exc:
+        raise ResolveFailed(f"cannot resolve {host}: {exc}") from exc
+
+
 def check_url(
-    url: httpx.URL, allowed: Sequence[IPNetwork] = (), resolver: Resolver = system_resolver
+    url: httpx.URL,
+    allowed: Sequence[IPNetwork] = (),
+    resolver: Resolver = system_resolver,
+    resolve_timeout: float | None = None,
 ) -> IPAddress:
-    """Resolve ``url``'s host once, refuse unless every address is allowed, and return the one to dial."""
+    """Resolve ``url``'s host once, refuse unless every address is allowed, and return the one to dial.
+
+    Raises :class:`SsrfRefused` (permanent) or :class:`ResolveFailed` (transient)."""
     if url.scheme not in ALLOWED_SCHEMES:
         raise SsrfRefused(f"scheme {url.scheme!r} is not allowed")
     host = url.raw_host.decode("ascii")
     if not host:
         raise SsrfRefused("URL has no host")
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        addresses = resolver(host, port)
-    except (OSError, UnicodeError) as exc:
-        raise SsrfRefused(f"cannot resolve {host}: {exc}") from exc
+    addresses = resolve_within(resolver, host, port, resolve_timeout)
     if not addresses:
         raise SsrfRefused(f"{host} has no address")
     # Every address must pass: otherwise a mixed answer could steer the connection to the bad one.
@@ -126,15 +155,21 @@ class PinnedTransport(httpx.BaseTransport):
         allowed: Sequence[IPNetwork] = (),
         *,
         resolver: Resolver = system_resolver,
+        resolve_timeout: float | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._allowed = tuple(allowed)
         self._resolver = resolver
+        self._resolve_timeout = resolve_timeout
         self._inner = httpx.HTTPTransport(verify=verify, retries=0)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        ip = check_url(url, self._allowed, self._resolver)
+        try:
+            ip = check_url(url, self._allowed, self._resolver, self._resolve_timeout)
+        except ResolveFailed as exc:
+            exc.request = request
+            raise
         # httpx set the Host header from the original URL when the request was built.
         request.url = url.copy_with(host=str(ip).split("%", 1)[0])
         if url.scheme == "https":

@@ -115,6 +115,12 @@ def test_connection_refused_is_a_retryable_failure() -> None:
     assert not out.delivered and not out.final and out.error
 
 
+def test_unresolvable_host_is_retried_not_dropped() -> None:
+    out = deliver("http://no-such-host.invalid/hook", BODY, {}, 2, [])
+    assert not out.delivered and not out.refused and not out.final
+    assert out.error is not None and "resolv" in out.error
+
+
 def test_loopback_is_refused_without_allow_list(base_url: str) -> None:
     out = deliver(f"{base_url}/ok", BODY, {}, 5, [])
     assert out.refused and out.final and not out.delivered

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
@@ -21,6 +22,7 @@ from worker.webhooks.ssrf import (
     BLOCKED_NETWORKS,
     IPAddress,
     PinnedTransport,
+    ResolveFailed,
     Resolver,
     SsrfRefused,
     check_url,
@@ -162,12 +164,30 @@ def test_check_url_refuses(url: str, addrs: list[str]) -> None:
         check_url(httpx.URL(url), (), resolve)
 
 
-def test_check_url_refuses_unresolvable_host() -> None:
+def test_unresolvable_host_is_a_transient_failure_not_a_refusal() -> None:
     def fail(host: str, port: int) -> list[IPAddress]:
-        raise OSError("Name or service not known")
+        raise OSError("Temporary failure in name resolution")
 
-    with pytest.raises(SsrfRefused, match="cannot resolve"):
+    with pytest.raises(ResolveFailed, match="cannot resolve") as caught:
         check_url(httpx.URL("https://nowhere.invalid/"), (), fail)
+    assert not isinstance(caught.value, SsrfRefused)
+    assert isinstance(caught.value, httpx.TransportError)  # handled like a refused connection
+
+
+def test_a_stuck_resolver_costs_the_timeout_only() -> None:
+    release = threading.Event()
+
+    def hang(host: str, port: int) -> list[IPAddress]:
+        release.wait(10)
+        return [IPv4Address("8.8.8.8")]
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ResolveFailed, match=r"took over 0\.2 s"):
+            check_url(httpx.URL("https://slow.example/"), (), hang, resolve_timeout=0.2)
+        assert time.monotonic() - started < 2.0
+    finally:
+        release.set()
 
 
 def test_check_url_returns_first_address() -> None:
