@@ -102,7 +102,7 @@ def saliency(
     for boxes, weight in ((faces, config.face_attention), (persons, config.person_attention)):
         if boxes and weight > 0:
             sal += weight * _normalise(box_map(boxes, h, w))
-    sal = _blur(_normalise(sal), 0.03 * max(h, w))
+    sal = _blur(_normalise(sal), config.importance_blur * max(h, w))
     prior = centre_prior(h, w, config)
     cw = config.centre_weight
     imp = sal * ((1.0 - cw) + cw * prior) + (cw * config.centre_floor / (h * w)) * prior
