@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from api.auth.dependency import authenticate
 from api.auth.principal import Principal
 from api.errors import ImmError
+from worker.sealing import SecretBox
 from worker.settings import Settings
 
 
@@ -26,7 +27,12 @@ def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def _webhook_box(request: Request) -> SecretBox:
+    return request.app.state.webhook_box  # type: ignore[no-any-return]
+
+
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+SecretBoxDep = Annotated[SecretBox, Depends(_webhook_box)]
 CeleryDep = Annotated[Celery, Depends(_celery)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PrincipalDep = Annotated[Principal, Depends(authenticate)]

@@ -23,6 +23,7 @@ from api.metrics import HTTP_SECONDS
 from api.routes import health, jobs, projects, rpc
 from worker.celery_app import make_celery
 from worker.logs import configure_logging
+from worker.sealing import WEBHOOK_SECRETS, SecretBox
 from worker.settings import Settings, get_settings
 from worker.storage import S3Storage
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.celery = make_celery(s)
         app.state.storage = S3Storage(s)
         app.state.keystore = AccessKeyStore(app.state.redis, s)
+        app.state.webhook_box = SecretBox(s.secret_key, WEBHOOK_SECRETS)
         log.info("api_started", port=s.api_port)
         yield
         await app.state.redis.aclose()

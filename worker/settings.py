@@ -102,7 +102,10 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr = Field(
         SecretStr(""),
-        description="Key that encrypts stored access-key secrets (any string; required outside dev).",
+        description=(
+            "Key that encrypts stored access-key and webhook secrets (any string, the same on the API and "
+            "every worker; required outside dev)."
+        ),
     )
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Requests per minute per access key (0 = unlimited)."

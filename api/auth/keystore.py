@@ -1,14 +1,12 @@
 """Access keys: bootstrap keys from settings (in memory, read-only) and keys created at run time (Redis).
 
-A stored key is the hash ``cropq:ak:<id>`` with ``secret`` (Fernet token), ``projects`` (JSON list),
-``enabled`` ("1"/"0") and ``created_at``; ids are also in the set ``cropq:aks``. The Fernet key is derived
-from ``Settings.secret_key`` with HKDF-SHA256, so a Redis dump alone does not reveal any secret. The key id is
-sealed inside the token as well, so a token copied onto another key's record does not decrypt there.
+A stored key is the hash ``cropq:ak:<id>`` with ``secret`` (a :class:`~worker.sealing.SecretBox` token
+under ``CROPQ_SECRET_KEY``, bound to the key id), ``projects`` (JSON list), ``enabled`` ("1"/"0") and
+``created_at``; ids are also in the set ``cropq:aks``. A Redis dump alone does not reveal any secret.
 """
 
 from __future__ import annotations
 
-import base64
 import builtins
 import json
 import secrets
@@ -17,17 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.sealing import ACCESS_KEYS, SealingError, SecretBox
 from worker.settings import Settings
 
 KEY_ID_PREFIX = "LTAI"
 _ID_ALPHABET = string.ascii_letters + string.digits
-_HKDF_INFO = b"cropq access-key secrets v1"
 
 Source = Literal["bootstrap", "stored"]
 
@@ -96,8 +91,7 @@ def normalize_projects(projects: list[str]) -> tuple[str, ...]:
 class AccessKeyStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
-        self._secret_key = settings.secret_key
-        self._fernet: Fernet | None = None
+        self._box = SecretBox(settings.secret_key, ACCESS_KEYS)
         self._bootstrap: dict[str, AccessKey] = {
             spec.AccessKeyId: AccessKey(
                 access_key_id=spec.AccessKeyId,
@@ -111,35 +105,17 @@ class AccessKeyStore:
         }
 
     # --- crypto ---------------------------------------------------------------------------------------
-    def _cipher(self) -> Fernet:
-        if self._fernet is None:
-            material = self._secret_key.get_secret_value()
-            if not material:
-                raise KeyStoreConfigError(
-                    "CROPQ_SECRET_KEY is empty: it is needed to encrypt and read stored access keys. "
-                    "Set it to a long random string (the same on every API process)."
-                )
-            derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
-                material.encode("utf-8")
-            )
-            self._fernet = Fernet(base64.urlsafe_b64encode(derived))
-        return self._fernet
-
     def _encrypt(self, key_id: str, secret: str) -> str:
-        return self._cipher().encrypt(f"{key_id}\n{secret}".encode()).decode("ascii")
+        try:
+            return self._box.seal(key_id, secret)
+        except SealingError as exc:
+            raise KeyStoreConfigError(str(exc)) from None
 
     def _decrypt(self, key_id: str, token: str) -> str:
         try:
-            plain = self._cipher().decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError):
-            raise KeyStoreConfigError(
-                f"The secret of access key {key_id} cannot be decrypted: CROPQ_SECRET_KEY differs from the "
-                "one it was created with, or the record was altered."
-            ) from None
-        sealed_id, _, secret = plain.partition("\n")
-        if sealed_id != key_id:
-            raise KeyStoreConfigError(f"The stored secret of access key {key_id} belongs to another key.")
-        return secret
+            return self._box.open(key_id, token)
+        except SealingError as exc:
+            raise KeyStoreConfigError(str(exc)) from None
 
     # --- reads ----------------------------------------------------------------------------------------
     @staticmethod

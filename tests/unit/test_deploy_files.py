@@ -420,6 +420,8 @@ def test_compose_env_names_are_settings() -> None:
         assert env["CROPQ_REDIS_URL"] == "redis://redis:6379/0"
         assert env["CROPQ_S3_ENDPOINT"] == "minio:9000"
         assert env.get("CROPQ_QUEUE_NAME", field_default("queue_name")) == field_default("queue_name")
+        # Workers open the sealed webhook secrets: they need the API's CROPQ_SECRET_KEY.
+        assert "CROPQ_SECRET_KEY" in env, name
 
 
 def test_compose_interpolates_only_settings_and_requires_secrets() -> None:
@@ -523,6 +525,7 @@ def test_k8s_pods_non_root_pinned_and_configured() -> None:
         setting_for(var)
     for var in secret:
         setting_for(var)
+    assert "CROPQ_SECRET_KEY" in secret  # every pod (API and workers) loads cropq-secrets
     leaked = {setting_for(v) for v in config} & secret_fields()
     assert not leaked, f"secrets in the ConfigMap: {leaked}"
     for var, value in secret.items():

@@ -17,12 +17,14 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 from celery import Task
+from pydantic import SecretStr
 
 from worker import keys
 from worker.celery_app import WEBHOOK_TASK, app
 from worker.contracts import CallbackState, CallbackStatus, Job, JobStatus, WebhookEvent, utcnow_iso
 from worker.jobstore import JobNotFound, JobStore, connect
-from worker.projects import Project
+from worker.projects import Project, webhook_secret
+from worker.sealing import WEBHOOK_SECRETS, SealingError, SecretBox
 from worker.settings import WEBHOOK_MAX_DELAY_FACTOR, get_settings
 from worker.stats import record_webhook
 from worker.webhooks.delivery import DeliveryOutcome, deliver
@@ -158,9 +160,18 @@ def _redis(url: str) -> redis.Redis:
     return connect(url)
 
 
+@lru_cache(maxsize=4)
+def _box(secret_key: str) -> SecretBox:
+    return SecretBox(SecretStr(secret_key), WEBHOOK_SECRETS)
+
+
 def load_secret(r: redis.Redis, project_name: str) -> str | None:
     raw = r.get(keys.project(project_name))
-    return None if raw is None else Project.model_validate_json(raw).WebhookSecret
+    if raw is None:
+        return None
+    return webhook_secret(
+        Project.model_validate_json(raw), _box(get_settings().secret_key.get_secret_value())
+    )
 
 
 @app.task(
@@ -189,11 +200,13 @@ def send_callback(self: Task[Any, Any], request_id: str) -> None:
             retries_done=retries,
             schedule=schedule,
         )
-    except redis.RedisError as exc:
-        # Redis trouble is transient too: spend a step of the same schedule rather than lose the callback.
+    except (redis.RedisError, SealingError) as exc:
+        # Redis trouble is transient too, and a worker started with the wrong CROPQ_SECRET_KEY can be
+        # fixed: spend a step of the same schedule rather than lose the callback.
         if retries >= len(schedule):
             raise
-        log.warning("webhook.redis_error", request_id=request_id, error=type(exc).__name__)
+        log_event = log.error if isinstance(exc, SealingError) else log.warning
+        log_event("webhook.retry_on_error", request_id=request_id, error=type(exc).__name__, detail=str(exc))
         raise self.retry(exc=exc, countdown=retry_delay(schedule[retries])) from exc
     if countdown is not None:
         raise self.retry(countdown=countdown)
