@@ -113,7 +113,9 @@ def resolve_within(resolver: Resolver, host: str, port: int, timeout: float | No
         return _DNS_POOL.submit(resolver, host, port).result(timeout=timeout)
     except FutureTimeout:
         raise ResolveFailed(f"resolving {host} took over {timeout:g} s") from None
-    except (OSError, UnicodeError) as exc:
+    except UnicodeError as exc:  # not a valid host name (a label over 63 characters...): never will be
+        raise SsrfRefused(f"cannot resolve {host}: {exc}") from exc
+    except OSError as exc:
         raise ResolveFailed(f"cannot resolve {host}: {exc}") from exc
 
 

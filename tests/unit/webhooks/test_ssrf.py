@@ -174,6 +174,14 @@ def test_unresolvable_host_is_a_transient_failure_not_a_refusal() -> None:
     assert isinstance(caught.value, httpx.TransportError)  # handled like a refused connection
 
 
+def test_an_invalid_host_name_is_refused_for_good() -> None:
+    def bad_label(host: str, port: int) -> list[IPAddress]:
+        raise UnicodeError("label too long")
+
+    with pytest.raises(SsrfRefused, match="cannot resolve"):
+        check_url(httpx.URL("https://hook.example/"), (), bad_label)
+
+
 def test_a_stuck_resolver_costs_the_timeout_only() -> None:
     release = threading.Event()
 
