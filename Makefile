@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-engine quality all clean
+.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory quality all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: install
 
 bench-engine: install
 	$(BIN)/python bench/engine_bench.py
+
+bench-memory: install
+	$(BIN)/python bench/memory_bench.py
 
 ## Crop quality on an eval folder: make quality EVAL_DIR=/path/to/eval
 quality: install

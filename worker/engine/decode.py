@@ -12,6 +12,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -68,15 +69,58 @@ def _orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _to_rgb_array(im: Image.Image) -> tuple[NDArray[np.uint8], NDArray[np.float32] | None]:
-    """Any Pillow mode -> (8-bit RGB, alpha or None)."""
+_PIL_REDUCIBLE = frozenset({"L", "I", "F", "RGB", "CMYK", "YCbCr"})
+
+
+def _reduce_early(im: Image.Image, long_side: int) -> Image.Image:
+    """Shrink a decoded image inside Pillow, before any full-size array copy is made.
+
+    A 100 MP PNG is a few hundred kB of deflate; converted to float arrays at full size it needs
+    gigabytes. ``Image.reduce`` box-averages by an integer factor in C and allocates only its output,
+    which stays at least twice the working size (INTER_AREA finishes the job); it weights colours by
+    alpha, so hidden colours of transparent pixels do not bleed in. 16-bit modes are shrunk as arrays
+    in :func:`_to_rgb_array` instead (Pillow cannot reduce them).
+    """
+    factor = max(im.size) // (2 * long_side)
+    if factor < 2:
+        return im
+    mode = im.mode
+    if mode in ("P", "PA"):  # palette indices cannot be averaged
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode not in _PIL_REDUCIBLE and mode not in _ALPHA_MODES:
+        return im
+    return im.reduce(factor)
+
+
+def _shrink_any(arr: NDArray[Any], long_side: int) -> NDArray[Any]:
+    """INTER_AREA shrink for 16-bit and float single-channel arrays (before they are widened)."""
+    h, w = arr.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1.0:
+        return arr
+    if arr.dtype not in (np.uint16, np.float32):
+        arr = arr.astype(np.float32)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(cv2.resize(arr, size, interpolation=cv2.INTER_AREA))
+
+
+def _to_rgb_array(
+    im: Image.Image, long_side: int | None = None
+) -> tuple[NDArray[np.uint8], NDArray[np.float32] | None]:
+    """Any Pillow mode -> (8-bit RGB, alpha or None); 16-bit and float images are first shrunk to
+    ``long_side`` (when given) so that no full-size float copy is made."""
     mode = im.mode
     if mode == "P":
         # Palette images may carry transparency in their info block.
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im).astype(np.float32)
+        raw = np.asarray(im)
+        if long_side is not None:
+            raw = _shrink_any(raw, long_side)
+        arr = raw.astype(np.float32)
         lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
         if mode == "I" and lo >= 0 and hi <= 65535:
             lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
@@ -160,7 +204,7 @@ def decode(data: bytes, config: EngineConfig, long_side: int | None = None) -> D
                 im.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
             im.seek(0)  # GIF/APNG/TIFF: the first frame
             im.load()
-            rgb, alpha = _to_rgb_array(im)
+            rgb, alpha = _to_rgb_array(_reduce_early(im, long_side), long_side)
     except (ImageTooLarge, UnsupportedImage):
         raise
     except Image.DecompressionBombError as exc:

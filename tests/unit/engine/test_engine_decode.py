@@ -154,3 +154,41 @@ def test_reduced_jpeg_decode_matches_pillow_orientation(orientation: int) -> Non
     red = (got.rgb[:, :, 0] > 128) & (got.rgb[:, :, 2] < 100)
     red_ref = (small[:, :, 0] > 128) & (small[:, :, 2] < 100)
     assert (red == red_ref).mean() > 0.97
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "1", "I;16", "CMYK"])
+def test_large_non_jpeg_is_shrunk_before_it_is_widened(photo: NDArray[np.uint8], mode: str) -> None:
+    # Big enough that Pillow reduces first (the fast path): the result must match a plain full decode.
+    big = Image.fromarray(photo).resize((2600, 1700), Image.Resampling.BILINEAR)
+    seen = big  # what the decode should look like (Pillow's own conversion clips 16-bit to 8)
+    if mode == "RGBA":
+        big.putalpha(255)
+    elif mode == "I;16":
+        seen = big.convert("L")
+        big = Image.fromarray((np.asarray(seen, dtype=np.uint16) * 257).astype(np.uint16))
+    elif mode != "RGB":
+        big = seen = big.convert(mode)
+    cfg = EngineConfig()
+    got = decode(encode(big, "TIFF" if mode == "CMYK" else "PNG"), cfg)
+    reference = ImageOps.contain(seen.convert("L" if mode == "1" else "RGB"), (320, 320))
+    assert (got.width, got.height) == (2600, 1700)
+    assert got.rgb.shape[:2] == (reference.height, reference.width)
+    ref = np.asarray(reference.convert("RGB"), dtype=np.float32)
+    tolerance = 40.0 if mode == "1" else 6.0  # dithered 1-bit averages differently; the rest agree
+    assert float(np.abs(got.rgb.astype(np.float32) - ref).mean()) < tolerance
+
+
+def test_large_transparent_png_hides_the_colour_of_transparent_pixels() -> None:
+    # Transparent left half whose hidden colour is bright red; opaque grey right half.
+    rgba = np.zeros((1600, 3000, 4), dtype=np.uint8)
+    rgba[:, :1502] = (255, 0, 0, 0)  # a boundary inside a reduction block
+    rgba[:, 1502:] = (90, 90, 90, 255)
+    got = decode(encode(rgba), EngineConfig())
+    assert got.alpha is not None
+    w = got.rgb.shape[1]
+    left, right = got.rgb[:, : w // 2 - 2], got.rgb[:, w // 2 + 2 :]
+    assert float(got.alpha[:, : w // 2 - 2].max()) < 0.01 and float(got.alpha[:, w // 2 + 2 :].min()) > 0.99
+    # Flattened onto mid-grey, with no red bleeding in from the hidden colour, even at the boundary.
+    assert np.abs(left.astype(int) - 128).max() <= 1
+    assert np.abs(right.astype(int) - 90).max() <= 1
+    assert int(got.rgb[:, :, 0].max()) - int(got.rgb[:, :, 1].max()) <= 2
