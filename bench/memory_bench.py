@@ -2,7 +2,8 @@
 
     python bench/memory_bench.py [--side 9990]
 
-A flat 100 MP PNG is a few hundred kB of deflate, under the default pixel cap, and decodes to 300-400 MB.
+A flat 100 MP PNG is a few hundred kB of deflate, under the default pixel cap, and decodes to 300-400 MB;
+100 MP JPEGs (baseline and progressive) show what DCT-scaled decoding saves.
 For each case the script prints the growth of peak RSS (Linux VmHWM, reset before the step) for (a)
 Pillow alone decoding the image (the floor: what any decoder must hold) and (b) ``detect_crops`` on
 the same bytes with 2 ratios, and their ratio.
@@ -69,8 +70,17 @@ def cases(side: int) -> dict[str, bytes]:
         im.save(buf, "PNG")
         return buf.getvalue()
 
+    def jpeg(progressive: bool) -> bytes:
+        noise = np.random.default_rng(0).integers(0, 256, size=(100, 100, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        photo_like = Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR)
+        photo_like.save(buf, "JPEG", quality=85, progressive=progressive)
+        return buf.getvalue()
+
     ramp = (np.arange(side, dtype=np.uint32)[None, :] * 65535 // side).astype(np.uint16)
     return {
+        "baseline JPEG": jpeg(False),
+        "progressive JPEG": jpeg(True),
         "RGB PNG": png(Image.new("RGB", (side, side), (120, 130, 140))),
         "RGBA PNG": png(Image.new("RGBA", (side, side), (120, 130, 140, 128))),
         "palette PNG": png(Image.new("P", (side, side), 3)),
