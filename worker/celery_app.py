@@ -36,6 +36,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_acks_on_failure_or_timeout=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Decoding a huge image leaves the allocator holding memory it rarely returns: a child above
+        # the limit after its job is replaced (never mid-job), so one bad image cannot ratchet it up.
+        worker_max_memory_per_child=s.worker_max_memory_mb * 1024 or None,
         task_soft_time_limit=s.task_soft_time_limit,
         task_time_limit=s.task_hard_time_limit,
         broker_transport_options={

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(
         1800, ge=5, description="Seconds before a job held by a vanished worker is handed to another worker."
     )
+    worker_max_memory_mb: int = Field(
+        1536,
+        ge=0,
+        description=(
+            "A worker child whose memory exceeds this after a job is replaced by a fresh one (0 = never)."
+        ),
+    )
     storage_retries: int = Field(
         5, ge=0, description="Retries (with backoff and jitter) on transient S3 errors."
     )
@@ -78,8 +85,8 @@ class Settings(BaseSettings):
     queue_name: str = Field("cropq", description="Celery queue the crop jobs travel on.")
     person_detection: Literal["always", "no_faces", "hint", "off"] = Field(
         "always",
-        description="When workers run the person detector: always (best at keeping people, ~17 ms more per "
-        "image), no_faces, hint (only for a person hint; fastest) or off.",
+        description="When workers run the person detector: always (best at keeping people; about half a "
+        "JPEG decode more per image), no_faces, hint (only for a person hint; fastest) or off.",
     )
     # --- webhooks ---
     webhook_retry_schedule: list[int] = Field(

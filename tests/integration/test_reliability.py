@@ -214,3 +214,25 @@ def test_sigterm_lets_the_worker_finish_its_job_first(make_stack: Any) -> None:
         assert worker.proc.wait(timeout=120) == 0
         job = c.get(f"/v1/projects/{project}/crop-jobs/{rid}").json()
     assert job["Status"] == "Succeeded" and job["Attempts"] == 1, job
+
+
+def test_a_child_over_the_memory_limit_is_replaced_after_its_job(make_stack: Any) -> None:
+    # 1 MB: every child is over it once a job has run, so each job ends with a fresh child.
+    stack: Stack = make_stack(workers=1, worker_max_memory_mb="1")
+    project, bucket = stack.project()
+    uri = stack.put(bucket, "a.jpg", jpeg(640, 480, patch=(400, 200)))
+    main = stack.workers[0].pid
+    seen: list[int] = []
+    with stack.http() as c:
+        for _ in range(2):
+            (before,) = _children(main)
+            seen.append(before)
+            rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
+            assert wait_done(c, project, rid, timeout=60)["Status"] == "Succeeded"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _children(main) in ([], [before]):
+                time.sleep(0.05)
+            (after,) = _children(main)
+            assert after != before, "the child that ran the job was not replaced"
+            assert stack.workers[0].alive()  # the worker itself lives on
+    assert len(set(seen)) == 2
