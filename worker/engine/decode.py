@@ -72,6 +72,12 @@ def _orientation(im: Image.Image) -> int:
 _PIL_REDUCIBLE = frozenset({"L", "I", "F", "RGB", "CMYK", "YCbCr"})
 
 
+def _depalette(im: Image.Image) -> Image.Image:
+    """Palette images as colours (palette indices cannot be averaged); transparency, in the info block
+    of a ``P`` image or the alpha band of a ``PA`` one, becomes an alpha channel."""
+    return im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+
+
 def _reduce_early(im: Image.Image, long_side: int) -> Image.Image:
     """Shrink a decoded image inside Pillow, before any full-size array copy is made.
 
@@ -85,25 +91,13 @@ def _reduce_early(im: Image.Image, long_side: int) -> Image.Image:
     if factor < 2:
         return im
     mode = im.mode
-    if mode in ("P", "PA"):  # palette indices cannot be averaged
-        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    if mode in ("P", "PA"):
+        im = _depalette(im)
     elif mode == "1":
         im = im.convert("L")
     elif mode not in _PIL_REDUCIBLE and mode not in _ALPHA_MODES:
         return im
     return im.reduce(factor)
-
-
-def _shrink_any(arr: NDArray[Any], long_side: int) -> NDArray[Any]:
-    """INTER_AREA shrink for 16-bit and float single-channel arrays (before they are widened)."""
-    h, w = arr.shape[:2]
-    scale = long_side / max(h, w)
-    if scale >= 1.0:
-        return arr
-    if arr.dtype not in (np.uint16, np.float32):
-        arr = arr.astype(np.float32)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(cv2.resize(arr, size, interpolation=cv2.INTER_AREA))
 
 
 def _to_rgb_array(
@@ -112,14 +106,14 @@ def _to_rgb_array(
     """Any Pillow mode -> (8-bit RGB, alpha or None); 16-bit and float images are first shrunk to
     ``long_side`` (when given) so that no full-size float copy is made."""
     mode = im.mode
-    if mode == "P":
-        # Palette images may carry transparency in their info block.
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode in ("P", "PA"):
+        im = _depalette(im)
         mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         raw = np.asarray(im)
         if long_side is not None:
-            raw = _shrink_any(raw, long_side)
+            # Shrink before widening to float; OpenCV resizes 16-bit and float32, not 32-bit integers.
+            raw = _area_shrink(raw if raw.dtype == np.uint16 else raw.astype(np.float32), long_side)
         arr = raw.astype(np.float32)
         lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
         if mode == "I" and lo >= 0 and hi <= 65535:
@@ -139,13 +133,18 @@ def _to_rgb_array(
     return np.asarray(im), None
 
 
-def shrink(arr: NDArray[np.uint8], long_side: int) -> NDArray[np.uint8]:
+def _area_shrink(arr: NDArray[Any], long_side: int) -> NDArray[Any]:
+    """``arr`` with INTER_AREA to a long side of at most ``long_side`` (as it is when already smaller)."""
     h, w = arr.shape[:2]
     scale = long_side / max(h, w)
     if scale >= 1.0:
-        return np.ascontiguousarray(arr)
+        return arr
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(cv2.resize(arr, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return np.asarray(cv2.resize(arr, size, interpolation=cv2.INTER_AREA))
+
+
+def shrink(arr: NDArray[np.uint8], long_side: int) -> NDArray[np.uint8]:
+    return np.ascontiguousarray(_area_shrink(arr, long_side), dtype=np.uint8)
 
 
 def working_long_side(pixels: int, config: EngineConfig) -> int:
