@@ -64,9 +64,6 @@ class ResolveFailed(httpx.ConnectError):
     """The host name did not resolve (in time): a transient network failure, retried like a refused
     connection."""
 
-    def __init__(self, message: str, request: httpx.Request | None = None) -> None:
-        super().__init__(message, request=request)
-
 
 # getaddrinfo cannot be cancelled and ignores socket timeouts: it runs on a small pool of its own so a
 # stuck resolver costs the delivery its timeout, not the worker its time limit.

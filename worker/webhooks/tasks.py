@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 from celery import Task
-from pydantic import SecretStr
 
 from worker import keys
 from worker.celery_app import WEBHOOK_TASK, app
@@ -160,18 +159,16 @@ def _redis(url: str) -> redis.Redis:
     return connect(url)
 
 
-@lru_cache(maxsize=4)
-def _box(secret_key: str) -> SecretBox:
-    return SecretBox(SecretStr(secret_key), WEBHOOK_SECRETS)
+@lru_cache(maxsize=1)
+def _box() -> SecretBox:
+    return SecretBox(get_settings().secret_key, WEBHOOK_SECRETS)
 
 
 def load_secret(r: redis.Redis, project_name: str) -> str | None:
     raw = r.get(keys.project(project_name))
     if raw is None:
         return None
-    return webhook_secret(
-        Project.model_validate_json(raw), _box(get_settings().secret_key.get_secret_value())
-    )
+    return webhook_secret(Project.model_validate_json(raw), _box())
 
 
 @app.task(
