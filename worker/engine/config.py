@@ -38,8 +38,9 @@ class EngineConfig:
     face_attention: float = 0.12
     """Fixation mass put on detected faces, relative to colour contrast (people look at faces and people
     more than their contrast predicts). A maximum-likelihood fit of the fixation density on each half of
-    the scene dev set gave faces 0.01-0.13 and persons 0.17-0.22 at this scale; both help crops on both
-    halves (scene fixation kept 0.9549 -> 0.9551)."""
+    the scene dev set gave faces 0.01-0.13 and persons 0.17-0.22 at this scale. With both, crops keep
+    more on both halves of every set (scene 0.95487 -> 0.95494, COCO persons 0.8025 -> 0.804, largest
+    object 0.605 -> 0.610); the face term alone changes little, as faces are rare in the scene set."""
     person_attention: float = 0.18
     """The same for detected people."""
     centre_sigma_x: float = 0.26
@@ -71,10 +72,11 @@ class EngineConfig:
     """Reward for keeping a whole person box grown from a face."""
     person_detector: str = "always"
     """When the SSDLite person detector runs: "always" (COCO persons kept/best 0.73 -> 0.80 on the dev set,
-    but +16-18 ms per image: about 2.0x the decode floor instead of 1.5x), "no_faces" (only when no face
-    was found), "hint" (only for a person/people inclusion hint; keeps the 1.5x speed target) or "off"
-    (never; the person hint then uses bodies grown from faces). Default "always": keeping people is
-    worth the time (still about 9x faster than smartcrop.py); deployments can trade it back."""
+    but about half a JPEG decode more per image: 1.85x the decode floor instead of 1.36x), "no_faces"
+    (only when no face was found; COCO persons 0.75), "hint" (only for a person/people inclusion hint;
+    keeps the 1.5x speed target) or "off" (never; the person hint then uses bodies grown from faces).
+    Default "always": keeping people is worth the time (still about 9x faster than smartcrop.py);
+    deployments can trade it back."""
     person_threshold: float = 0.3
     person_det_weight: float = 0.5
     """Reward for keeping a whole detected person box (the detector's, not grown from a face)."""
