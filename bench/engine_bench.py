@@ -105,7 +105,7 @@ def vips(strategy: str) -> Callable[[bytes], None] | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="*", type=Path)
-    ap.add_argument("--repeat", type=int, default=5, help="runs per image and method")
+    ap.add_argument("--repeat", type=int, default=9, help="runs per image and method")
     ap.add_argument("--no-peers", action="store_true")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -93,8 +93,10 @@ class Scene:
     def _edge_mass(self, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
         """Importance on the window's inner edges (a band), for edges not on the image border: a crop
         edge through a salient region cuts it."""
-        band_x = max(0.5, 0.02 * self.w)
-        band_y = max(0.5, 0.02 * self.h)
+        # At most a quarter of the window: on extreme shapes (a 1-pixel strip) a wider band would make
+        # every window but the ones at the ends all edge.
+        band_x = min(max(0.5, 0.02 * self.w), ww / 4)
+        band_y = min(max(0.5, 0.02 * self.h), hh / 4)
         eps = 1e-6
         rows = self._span(self.sat, tops, hh, 0)
         # Edges lying on the image border cut nothing.

@@ -218,3 +218,41 @@ def test_detected_people_draw_importance_where_they_stand() -> None:
     np.testing.assert_allclose(off, plain, rtol=1e-6)
     for m in (plain, with_person):
         assert abs(float(m.sum()) - 1.0) < 1e-4
+
+
+def test_surroundedness_marks_enclosed_figures_not_border_regions() -> None:
+    from worker.engine.features import surroundedness
+
+    lab = np.zeros((60, 80, 3), dtype=np.float32)
+    lab[20:35, 30:45, 0] = 80.0  # an enclosed bright square
+    lab[0:60, 0:12, 0] = 80.0  # an equally bright band that touches the border
+    m = surroundedness(lab, 16)
+    square, band = m[20:35, 30:45], m[5:55, 2:10]
+    assert float(square.min()) > 0.0
+    assert float(band.max()) == 0.0
+    # Only the enclosed square is a figure (its complement touches the border everywhere).
+    assert float(m.sum()) == pytest.approx(float(square.sum()), rel=1e-6)
+
+
+def test_surroundedness_adds_importance_to_an_enclosed_object() -> None:
+    """A faint plain object on a plain ground: being enclosed draws importance beyond its contrast."""
+    from worker.engine.config import EngineConfig
+    from worker.engine.features import saliency
+
+    img = np.full((80, 160, 3), 120, dtype=np.uint8)
+    img[30:50, 110:130] = (135, 120, 105)
+    around = (slice(26, 54), slice(106, 134))
+    without = saliency(img, None, EngineConfig(surround_weight=0.0))
+    with_it = saliency(img, None, EngineConfig())
+    assert float(with_it[around].sum()) > float(without[around].sum()) + 0.05
+
+
+@pytest.mark.parametrize("shape", [(1, 500), (500, 1), (2, 3000)])
+def test_flat_strips_crop_near_the_centre(shape: tuple[int, int]) -> None:
+    """Degenerate shapes: with nothing to see, the crop sits where the centre prior peaks."""
+    h, w = shape
+    res = detect_crops_array(np.full((h, w, 3), 128, dtype=np.uint8), ["1:1", "16:9"])
+    assert_valid(res, ["1:1", "16:9"])
+    for c in res.croppings:
+        cx, cy = c.rect.left + c.rect.width / 2, c.rect.top + c.rect.height / 2
+        assert abs(cx / w - 0.5) <= 0.1 and abs(cy / h - 0.5) <= 0.1
