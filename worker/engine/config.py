@@ -33,14 +33,16 @@ class EngineConfig:
     crops on both of its halves, 1.5-2.0 being as good within 0.0002)."""
     surround_weight: float = 1.5
     """Surroundedness (Boolean Map Saliency: enclosed regions are figures) relative to colour contrast.
-    On the dev sets, 1.5 raised fixations kept on both halves of the scene set (0.9560 / 0.9539 ->
-    0.9572 / 0.9600, p10 0.864 -> 0.883) and COCO persons and largest object on both halves; faces
-    unchanged. 1.0 and 2.5 were within 0.0008 on scene."""
+    On the dev sets it raised fixations kept on both halves of the scene set (0.9560 / 0.9539 -> 0.9566 /
+    0.9593, p10 0.864 -> 0.884) and COCO persons and largest object on both halves; faces unchanged.
+    1.0 and 2.5 were within 0.0008 on scene."""
     surround_long_side: int = 80
-    """Surroundedness runs on a copy of at most this long side (160 gave the same scores, 4x the cost;
-    60 was 0.001 worse on scene). About 2.5 ms per image on one core."""
-    surround_step: int = 16
-    """Threshold step on each 0..255 channel: 16 levels x 3 channels x (map, complement) = 96 maps."""
+    """Surroundedness runs on a copy of at most this long side (160 gave the same scores at 4x the cost;
+    64 was 0.001 worse on scene)."""
+    surround_step: int = 32
+    """Threshold step on each 0..255 channel: 8 levels x 3 channels x (map, complement) = 48 maps, about
+    1.5 ms per image. A step of 16 (96 maps) scored within the noise of the threshold placement (scene
+    +0.0007, COCO largest -0.005) at twice the cost."""
     importance_blur: float = 0.03
     """Gaussian blur of the summed saliency, as a fraction of the long side: the spread of a fixation (the
     eval scores fixations as Gaussians of 3%). 0.01-0.05 were measured: less blur helps one half of a
@@ -83,7 +85,7 @@ class EngineConfig:
     """Reward for keeping a whole person box grown from a face."""
     person_detector: str = "always"
     """When the SSDLite person detector runs: "always" (COCO persons kept/best 0.73 -> 0.80 on the dev set,
-    but about half a JPEG decode more per image: 1.85x the decode floor instead of 1.36x), "no_faces"
+    but about half a JPEG decode more per image: 1.93x the decode floor instead of 1.36x), "no_faces"
     (only when no face was found; COCO persons 0.75), "hint" (only for a person/people inclusion hint;
     keeps the 1.5x speed target) or "off" (never; the person hint then uses bodies grown from faces).
     Default "always": keeping people is worth the time (still about 9x faster than smartcrop.py);

@@ -86,25 +86,30 @@ class Scene:
     def _span(self, table: F64, starts: F64, length: float, axis: int) -> F64:
         return self._lerp(table, starts + length, axis) - self._lerp(table, starts, axis)
 
-    def mass(self, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
-        """Map mass inside every window (analysis units), tops x lefts grid."""
-        return self._span(self._span(self.sat, tops, hh, 0), lefts, ww, 1)
-
-    def _edge_mass(self, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
+    def _edge_mass(self, rows: F64, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
         """Importance on the window's inner edges (a band), for edges not on the image border: a crop
-        edge through a salient region cuts it."""
+        edge through a salient region cuts it. ``rows`` is the row span of the table for ``tops``/``hh``
+        (shared with :meth:`mass`)."""
         # At most a quarter of the window: on extreme shapes (a 1-pixel strip) a wider band would make
         # every window but the ones at the ends all edge.
         band_x = min(max(0.5, 0.02 * self.w), ww / 4)
         band_y = min(max(0.5, 0.02 * self.h), hh / 4)
         eps = 1e-6
-        rows = self._span(self.sat, tops, hh, 0)
-        # Edges lying on the image border cut nothing.
-        out = self._span(rows, lefts, band_x, 1) * (lefts > eps)[None]
-        out += self._span(rows, lefts + ww - band_x, band_x, 1) * (lefts + ww < self.w - eps)[None]
-        top = self._span(self.sat, tops, band_y, 0) * (tops > eps)[:, None]
-        bottom = self._span(self.sat, tops + hh - band_y, band_y, 0) * (tops + hh < self.h - eps)[:, None]
-        out += self._span(top + bottom, lefts, ww, 1)
+        out = np.zeros((tops.size, lefts.size), dtype=np.float64)
+        # Edges lying on the image border cut nothing; the largest window of a ratio spans the whole
+        # image on one axis, so two of its four edges are skipped without a lookup.
+        inner_left = lefts > eps
+        if inner_left.any():
+            out += self._span(rows, lefts, band_x, 1) * inner_left[None]
+        inner_right = lefts + ww < self.w - eps
+        if inner_right.any():
+            out += self._span(rows, lefts + ww - band_x, band_x, 1) * inner_right[None]
+        inner_top = tops > eps
+        inner_bottom = tops + hh < self.h - eps
+        if inner_top.any() or inner_bottom.any():
+            top = self._span(self.sat, tops, band_y, 0) * inner_top[:, None]
+            bottom = self._span(self.sat, tops + hh - band_y, band_y, 0) * inner_bottom[:, None]
+            out += self._span(top + bottom, lefts, ww, 1)
         return out
 
     def _targets(self, tops: F64, lefts: F64, hh: float, ww: float) -> tuple[F64, F64, float]:
@@ -153,8 +158,9 @@ class Scene:
             lefts = lefts_full * self.sx
             tops = tops_full * self.sy
             ww, hh = cw * self.sx, ch * self.sy
-            kept = self.mass(tops, lefts, hh, ww) / self.total
-            edge = self._edge_mass(tops, lefts, hh, ww) / self.total
+            rows = self._span(self.sat, tops, hh, 0)
+            kept = self._span(rows, lefts, ww, 1) / self.total
+            edge = self._edge_mass(rows, tops, lefts, hh, ww) / self.total
             gain, cost, avail = self._targets(tops, lefts, hh, ww)
             area = (cw * ch) / (self.width * self.height)
             score = kept - cfg.border_penalty * edge + gain - cost - cfg.area_weight * (1.0 - scale * scale)
