@@ -99,10 +99,8 @@ def _surround_map(lab: FloatMap, config: EngineConfig) -> FloatMap:
     if scale >= 1.0:
         return surroundedness(lab, config.surround_step)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(lab, size, interpolation=cv2.INTER_AREA)
-    if small.ndim == 2:  # cv2 drops a channel axis of length 1
-        small = small[:, :, None]
-    out = surroundedness(np.asarray(small, dtype=np.float32), config.surround_step)
+    small = np.asarray(cv2.resize(lab, size, interpolation=cv2.INTER_AREA), dtype=np.float32)
+    out = surroundedness(small, config.surround_step)
     return np.asarray(cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
 
 

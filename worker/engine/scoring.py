@@ -89,7 +89,7 @@ class Scene:
     def _edge_mass(self, rows: F64, tops: F64, lefts: F64, hh: float, ww: float) -> F64:
         """Importance on the window's inner edges (a band), for edges not on the image border: a crop
         edge through a salient region cuts it. ``rows`` is the row span of the table for ``tops``/``hh``
-        (shared with :meth:`mass`)."""
+        (:meth:`best` reads the windows' mass from it too)."""
         # At most a quarter of the window: on extreme shapes (a 1-pixel strip) a wider band would make
         # every window but the ones at the ends all edge.
         band_x = min(max(0.5, 0.02 * self.w), ww / 4)
