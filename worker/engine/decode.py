@@ -113,7 +113,7 @@ def _to_rgb_array(
         raw = np.asarray(im)
         if long_side is not None:
             # Shrink before widening to float; OpenCV resizes 16-bit and float32, not 32-bit integers.
-            raw = _area_shrink(raw if raw.dtype == np.uint16 else raw.astype(np.float32), long_side)
+            raw = area_shrink(raw if raw.dtype == np.uint16 else raw.astype(np.float32), long_side)
         arr = raw.astype(np.float32)
         lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
         if mode == "I" and lo >= 0 and hi <= 65535:
@@ -133,7 +133,7 @@ def _to_rgb_array(
     return np.asarray(im), None
 
 
-def _area_shrink(arr: NDArray[Any], long_side: int) -> NDArray[Any]:
+def area_shrink(arr: NDArray[Any], long_side: int) -> NDArray[Any]:
     """``arr`` with INTER_AREA to a long side of at most ``long_side`` (as it is when already smaller)."""
     h, w = arr.shape[:2]
     scale = long_side / max(h, w)
@@ -144,7 +144,7 @@ def _area_shrink(arr: NDArray[Any], long_side: int) -> NDArray[Any]:
 
 
 def shrink(arr: NDArray[np.uint8], long_side: int) -> NDArray[np.uint8]:
-    return np.ascontiguousarray(_area_shrink(arr, long_side), dtype=np.uint8)
+    return np.ascontiguousarray(area_shrink(arr, long_side), dtype=np.uint8)
 
 
 def working_long_side(pixels: int, config: EngineConfig) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.engine.config import EngineConfig
+from worker.engine.decode import area_shrink
 
 FloatMap = NDArray[np.float32]
 
@@ -95,12 +96,10 @@ def surroundedness(lab: FloatMap, step: int) -> FloatMap:
 def _surround_map(lab: FloatMap, config: EngineConfig) -> FloatMap:
     """Surroundedness on a copy of at most ``surround_long_side``, brought back to the map's size."""
     h, w = lab.shape[:2]
-    scale = config.surround_long_side / max(h, w)
-    if scale >= 1.0:
-        return surroundedness(lab, config.surround_step)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(cv2.resize(lab, size, interpolation=cv2.INTER_AREA), dtype=np.float32)
+    small = area_shrink(lab, config.surround_long_side)
     out = surroundedness(small, config.surround_step)
+    if small.shape[:2] == (h, w):
+        return out
     return np.asarray(cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
 
 
