@@ -57,11 +57,11 @@ def ours(data: bytes) -> None:
     detect_crops(data, RATIOS)
 
 
-_FAST = dataclasses.replace(EngineConfig(), person_detector="hint")
+_FAST = dataclasses.replace(EngineConfig(), object_detection="hint")
 
 
 def ours_fast(data: bytes) -> None:
-    """CROPQ_PERSON_DETECTION=hint: the person detector runs only for a person hint."""
+    """CROPQ_OBJECT_DETECTION=hint: the object detector runs only for a hint naming one of its classes."""
     detect_crops(data, RATIOS, config=_FAST)
 
 
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         blobs = [p.read_bytes() for p in paths]
     methods: list[tuple[str, Callable[[bytes], None] | None]] = [
         ("decode floor (1/8 JPEG)", floor),
-        ("cropq (default: faces + persons)", ours),
-        ("cropq (person detection on hint only)", ours_fast),
+        ("cropq (default: faces + objects and people)", ours),
+        ("cropq (object detection on hint only)", ours_fast),
     ]
     if not a.no_peers:
         methods += [

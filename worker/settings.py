@@ -83,10 +83,11 @@ class Settings(BaseSettings):
         100_000_000, ge=1, description="Pixel cap, read from the header before decoding."
     )
     queue_name: str = Field("cropq", description="Celery queue the crop jobs travel on.")
-    person_detection: Literal["always", "no_faces", "hint", "off"] = Field(
+    object_detection: Literal["always", "no_faces", "hint", "off"] = Field(
         "always",
-        description="When workers run the person detector: always (best at keeping people; about half a "
-        "JPEG decode more per image), no_faces, hint (only for a person hint; fastest) or off.",
+        description="When workers run the object detector (people and the other COCO classes): always "
+        "(best at keeping people and the subject; about 0.6 of a JPEG decode more per image), no_faces, "
+        "hint (only for a hint naming one of its classes; fastest) or off.",
     )
     # --- webhooks ---
     webhook_retry_schedule: list[int] = Field(

@@ -54,7 +54,7 @@ def _storage() -> S3Storage:
 def _engine_config() -> EngineConfig:
     s = get_settings()
     return dataclasses.replace(
-        EngineConfig(), max_pixels=s.max_image_pixels, person_detector=s.person_detection
+        EngineConfig(), max_pixels=s.max_image_pixels, object_detection=s.object_detection
     )
 
 

@@ -127,6 +127,7 @@ def saliency(
     config: EngineConfig,
     faces: Sequence[tuple[float, float, float, float, float]] = (),
     persons: Sequence[tuple[float, float, float, float, float]] = (),
+    objects: Sequence[tuple[float, float, float, float, float]] = (),
 ) -> FloatMap:
     """Importance (sum 1) including the centre prior; transparent pixels count for nothing.
 
@@ -141,7 +142,11 @@ def saliency(
     sal += config.edge_weight * _normalise(edge_density(np.ascontiguousarray(lab[:, :, 0])))
     if config.surround_weight > 0:
         sal += config.surround_weight * _normalise(_surround_map(lab, config))
-    for boxes, weight in ((faces, config.face_attention), (persons, config.person_attention)):
+    for boxes, weight in (
+        (faces, config.face_attention),
+        (persons, config.person_attention),
+        (objects, config.object_attention),
+    ):
         if boxes and weight > 0:
             sal += weight * _normalise(box_map(boxes, h, w))
     sal = _blur(_normalise(sal), config.importance_blur * max(h, w))

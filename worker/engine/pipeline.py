@@ -1,13 +1,13 @@
 """The engine's public entry point, shared by the worker and the CLI.
 
-bytes -> decode once (DCT-scaled) -> detect faces (and hinted objects) -> importance map once ->
+bytes -> decode once (DCT-scaled) -> detect faces, people and objects -> importance map once ->
 for each requested ratio the best window -> integer rectangles of the displayed full image.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from worker.engine.config import EngineConfig
 from worker.engine.decode import Decoded, decode, from_array, shrink
-from worker.engine.detectors import Box, get_detector, persons_from_faces
+from worker.engine.detectors import COCO_CLASSES, DETECTOR_NAMES, Box, get_detector, persons_from_faces
 from worker.engine.features import saliency
 from worker.engine.hints import detector_for_hint
 from worker.engine.ratios import AUTO_CANDIDATES, AspectRatio, parse_ratio, parse_ratios
@@ -39,7 +39,9 @@ class Analysis:
     scene: Scene
     faces: list[Box]
     persons: list[Box]
-    """People found by the person detector (empty when it did not run)."""
+    """People found by the object detector (empty when it did not run)."""
+    objects: list[Box]
+    """Everything else it found (COCO classes), most confident first."""
     hinted: dict[str, list[Box]]
     """Per hint (as given): the objects its detector found, most confident first."""
 
@@ -86,85 +88,59 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
     faces = [b for b in get_detector("face").detect(det_img) if b.score >= cfg.face_threshold][
         : cfg.max_faces
     ]
-    mode = cfg.person_detector
-    person_hinted = any(detector_for_hint(h) == "person" for h in inclusion_hints)
-    persons: list[Box] = []
-    if (
-        mode == "always"
-        or (mode == "no_faces" and not faces)
-        or (mode in ("always", "no_faces", "hint") and person_hinted)
-    ):
-        persons = [b for b in get_detector("person").detect(det_img) if b.score >= cfg.person_threshold][
-            : cfg.max_persons
-        ]
+    kinds = {hint: detector_for_hint(hint) for hint in inclusion_hints}
+    found: list[Box] = []
+    if _objects_wanted(cfg.object_detection, faces, kinds.values()):
+        # The decoded copy (about 500 px for a DCT-scaled JPEG): the detector runs at a long side of 416.
+        found = get_detector("object").detect(det)
+    persons = [b for b in found if b.label == "person" and b.score >= cfg.person_threshold][: cfg.max_persons]
+    objects = [b for b in found if b.label != "person" and b.score >= cfg.object_threshold][
+        : cfg.max_detected_objects
+    ]
     hinted: dict[str, list[Box]] = {}
-    for hint in inclusion_hints:
-        name = detector_for_hint(hint)
-        if name is None:
+    for hint, kind in kinds.items():
+        if kind is None:
             hinted[hint] = []
-        elif name == "face":
+        elif kind == "face":
             hinted[hint] = faces[: cfg.max_objects]
-        elif name == "person":
+        elif kind == "person":
             hinted[hint] = (persons or persons_from_faces(faces))[: cfg.max_objects]
         else:
-            found = get_detector(name).detect(det_img)
-            hinted[hint] = sorted(found, key=lambda b: -b.score)[: cfg.max_objects]
+            boxes = [b for b in found if b.label == kind and b.score >= cfg.hint_object_threshold]
+            if kind in DETECTOR_NAMES:  # a detector of its own (cat faces, eyes, smiles, plates, text)
+                boxes += get_detector(kind).detect(det_img)
+            hinted[hint] = sorted(boxes, key=lambda b: -b.score)[: cfg.max_objects]
     importance = saliency(
         ana,
         alpha,
         cfg,
         faces=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in faces],
         persons=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in persons],
+        objects=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in objects],
     )
     h, w = importance.shape
-    targets = _targets(faces, persons, hinted, w, h, cfg)
-    blob = dominant_blob(importance, cfg)
-    if blob is not None:
-        targets.append(blob)
-    return Analysis(Scene(importance, decoded.width, decoded.height, targets, cfg), faces, persons, hinted)
-
-
-def dominant_blob(importance: NDArray[np.float32], cfg: EngineConfig) -> Target | None:
-    """The box of the one dominant, compact object of the importance map, or None when there is none.
-
-    Above ``blob_level`` x peak the map splits into blobs; the largest (by mass) must hold ``blob_share``
-    of that mass and be ``blob_contrast`` times denser than the rest of the image. Cluttered scenes have
-    several comparable blobs (or a low-contrast one) and get no target, so only images with a clear
-    subject are asked to keep it whole.
-    """
-    if cfg.blob_share <= 0.0:
-        return None
-    peak = float(importance.max())
-    if peak <= 0.0:
-        return None
-    mask = (importance >= cfg.blob_level * peak).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 1:
-        return None
-    lab = labels.ravel()
-    mass = np.bincount(lab, weights=importance.ravel().astype(np.float64), minlength=n)[1:]
-    k = int(np.argmax(mass))
-    if mass[k] < cfg.blob_share * float(mass.sum()):
-        return None
-    inside = lab == k + 1
-    n_in = int(inside.sum())
-    n_out = inside.size - n_in
-    if n_out == 0:
-        return None
-    total = float(importance.sum())
-    dens_in = float(mass[k]) / n_in
-    dens_out = (total - float(mass[k])) / n_out
-    if dens_in < cfg.blob_contrast * max(dens_out, 1e-12):
-        return None
-    x, y, bw, bh = (int(v) for v in stats[k + 1, :4])
-    weight = cfg.blob_weight
-    return Target(
-        float(x), float(y), float(x + bw), float(y + bh), weight, cfg.blob_cut_penalty * weight, "blob"
+    targets = _targets(faces, persons, objects, hinted, w, h, cfg)
+    return Analysis(
+        Scene(importance, decoded.width, decoded.height, targets, cfg), faces, persons, objects, hinted
     )
+
+
+def _objects_wanted(mode: str, faces: list[Box], kinds: Iterable[str | None]) -> bool:
+    """Whether the object detector runs: per ``EngineConfig.object_detection``, and for any hint that
+    names one of its classes unless it is "off"."""
+    if mode == "always" or (mode == "no_faces" and not faces):
+        return True
+    return mode != "off" and any(k in COCO_CLASSES for k in kinds)
 
 
 def _targets(
-    faces: list[Box], persons: list[Box], hinted: dict[str, list[Box]], w: int, h: int, cfg: EngineConfig
+    faces: list[Box],
+    persons: list[Box],
+    objects: list[Box],
+    hinted: dict[str, list[Box]],
+    w: int,
+    h: int,
+    cfg: EngineConfig,
 ) -> list[Target]:
     out: list[Target] = []
     largest = max((f.area for f in faces), default=0.0)
@@ -196,6 +172,13 @@ def _targets(
         out.append(
             Target(p.x0 * w, p.y0 * h, p.x1 * w, p.y1 * h, weight, cfg.person_cut_penalty * weight, "person")
         )
+    # The largest object is the subject when it is big and not a person (people have their own bonus):
+    # keep it whole. Small objects only add attention (a parked car at the edge of a street scene is
+    # context, not the subject).
+    subject = max(objects + persons, key=lambda b: b.area, default=None)
+    if subject is not None and subject.label != "person" and subject.area >= cfg.object_min_area:
+        s = subject
+        out.append(Target(s.x0 * w, s.y0 * h, s.x1 * w, s.y1 * h, cfg.largest_object_bonus, 0.0, "object"))
     for hint, boxes in hinted.items():
         for b in boxes:
             out.append(

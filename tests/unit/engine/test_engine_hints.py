@@ -1,11 +1,12 @@
-"""Hint words (English, Chinese, synonyms, phrases) reach the right detector; unknown words reach none."""
+"""Hint words (English, Chinese, synonyms, plurals, phrases) reach the right detector or object class;
+unknown words reach none."""
 
 from __future__ import annotations
 
 import pytest
 
-from worker.engine.detectors import DETECTOR_NAMES
-from worker.engine.hints import detector_for_hint
+from worker.engine.detectors import COCO_CLASSES, DETECTOR_NAMES
+from worker.engine.hints import HINT_KINDS, detector_for_hint
 
 
 @pytest.mark.parametrize(
@@ -41,11 +42,34 @@ from worker.engine.hints import detector_for_hint
         ("the shop's signboard", "text"),
         ("a red car licence plate", "plate"),
         ("  FACE  ", "face"),
+        ("car plate", "plate"),
+        ("dog", "dog"),
+        ("Dogs", "dog"),
+        ("小狗", "dog"),
+        ("热狗", "hot dog"),
+        ("hot dogs", "hot dog"),
+        ("a stop sign", "stop sign"),
+        ("benches", "bench"),
+        ("my red cars", "car"),
+        ("汽车", "car"),
+        ("书包", "backpack"),
+        ("花瓶", "vase"),
+        ("sofa", "couch"),
+        ("teddy bears", "teddy bear"),
+        ("buses", "bus"),
+        ("mobile phone", "cell phone"),
+        ("手机", "cell phone"),
     ],
 )
 def test_known_hints(hint: str, name: str) -> None:
     assert detector_for_hint(hint) == name
-    assert name in DETECTOR_NAMES
+    assert name in HINT_KINDS
+
+
+def test_every_kind_is_served() -> None:
+    # A kind is either a detector of its own or a class of the object detector (people included).
+    assert set(HINT_KINDS) <= set(DETECTOR_NAMES) | set(COCO_CLASSES)
+    assert set(COCO_CLASSES) <= set(HINT_KINDS)
 
 
 @pytest.mark.parametrize("hint", ["zeppelin", "", "   ", "飞艇", "12345"])
