@@ -89,7 +89,7 @@ class EngineConfig:
     kept 0.9580 -> 0.9568; about 0.6 of a JPEG decode more per image), "no_faces" (only when no face was
     found), "hint" (only for a hint that names one of its classes; keeps the 1.5x speed target) or "off"
     (never; the person hint then uses bodies grown from faces). Default "always": keeping people and the
-    subject is worth the time (still about 14x faster than smartcrop.py); deployments can trade it back."""
+    subject is worth the time (still about 8x faster than smartcrop.py); deployments can trade it back."""
     person_threshold: float = 0.45
     """NanoDet's person score from which a person counts (0.3 found more people but cost fixations in
     scenes, where the extra boxes were small background figures)."""
