@@ -196,7 +196,7 @@ def main() -> None:
     say("|---|---|---|")
     say(f"| decode floor: 1/8-scale JPEG decode, median | {f50:.1f} ms | 1.00 |")
     q50 = pct(queue_rtt, 50)
-    say(f"| engine alone, 5 ratios, faces + objects and people, median | {e50:.1f} ms | {e50 / f50:.2f}x floor |")
+    say(f"| engine alone, 5 ratios, faces + objects, median | {e50:.1f} ms | {e50 / f50:.2f}x floor |")
     say(f"| queue round trip without decode (missing object), p50 | {q50:.1f} ms | - |")
     say(f"| floor of a job: decode + queue round trip | {f50 + q50:.1f} ms | 1.00 |")
     say(
