@@ -36,7 +36,7 @@ def crop(
     images: Annotated[list[str], typer.Argument(help="Image files.")],
     ratios: Annotated[str, typer.Option(help="Comma-separated W:H ratios (at most 5), or 'auto'.")] = "auto",
     hint: Annotated[
-        str | None, typer.Option(help="Object to keep, e.g. face, person, cat, text, 人脸.")
+        str | None, typer.Option(help="Object to keep, e.g. face, person, dog, car, text, 人脸, 猫.")
     ] = None,
     preview: Annotated[Path | None, typer.Option(help="Write a PNG per image with the crops drawn.")] = None,
 ) -> None:

@@ -96,6 +96,17 @@ COCO_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def _cpu_session(model: bytes) -> Any:
+    """An onnxruntime session on one CPU thread (workers scale by processes, not threads)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 # --------------------------------------------------------------------------------------------- faces
 class CenterFace:
     """CenterFace (MIT; see models/NOTICE.md) on onnxruntime with dynamic input height/width.
@@ -107,7 +118,6 @@ class CenterFace:
 
     def __init__(self, threshold: float = 0.3, path: str | None = None) -> None:
         import onnx
-        import onnxruntime as ort
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
         path = path or FACE_MODEL
@@ -139,13 +149,7 @@ class CenterFace:
             }
         )
         model = update_inputs_outputs_dims(model, dims_in, dims_out)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session: Any = ort.InferenceSession(
-            model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self._session: Any = _cpu_session(model.SerializeToString())
         self.threshold = threshold
 
     def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
@@ -276,7 +280,6 @@ class ObjectDetector:
 
     def __init__(self, threshold: float = 0.2, size: int = 416, path: str = OBJECT_MODEL) -> None:
         import onnx
-        import onnxruntime as ort
         from onnx import numpy_helper
 
         if not os.path.exists(path):
@@ -295,13 +298,7 @@ class ObjectDetector:
         dims[2].dim_param, dims[3].dim_param = "H", "W"
         for out in model.graph.output:
             out.type.tensor_type.shape.dim[1].dim_param = "cells"
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session: Any = ort.InferenceSession(
-            model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self._session: Any = _cpu_session(model.SerializeToString())
         self._input = self._session.get_inputs()[0].name
         self.threshold = threshold
         self.size = size
