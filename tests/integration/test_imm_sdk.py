@@ -34,11 +34,13 @@ def photos(stack: Stack) -> dict[str, Any]:
     from skimage import data
 
     face = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))[1].tobytes()
+    cat = cv2.imencode(".jpg", cv2.cvtColor(data.chelsea(), cv2.COLOR_RGB2BGR))[1].tobytes()
     return {
         "project": project,
         "bucket": bucket,
         "plain": stack.put(bucket, "dir with space/img+1.jpg", jpeg(1600, 1000, patch=(1300, 300))),
         "face": stack.put(bucket, "astronaut.jpg", face),
+        "cat": stack.put(bucket, "chelsea.jpg", cat),
         "other": stack.put(other_bucket, "x.jpg", jpeg(400, 300)),
         "other_project": other_project,
     }
@@ -118,6 +120,20 @@ def test_hint_is_matched(stack: Stack, photos: dict[str, Any]) -> None:
         inclusion_hints=["unicorn"],
     )
     assert unknown.matched_inclusion_hints == [] and len(unknown.croppings) == 1
+
+
+def test_object_class_hint_in_chinese(stack: Stack, photos: dict[str, Any]) -> None:
+    # The worker's object detector finds the whole cat; only a crop as wide as the photo holds all of it.
+    body = call(
+        sdk(stack),
+        project_name=photos["project"],
+        source_uri=photos["cat"],
+        aspect_ratios='["3:2"]',
+        inclusion_hints=["猫"],
+    )
+    assert body.matched_inclusion_hints == ["猫"]
+    (crop,) = body.croppings
+    _check(crop, 451, 300)
 
 
 @pytest.mark.parametrize(
