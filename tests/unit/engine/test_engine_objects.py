@@ -161,3 +161,24 @@ def test_the_subject_target_moves_the_crop_onto_the_object() -> None:
         kept = Scene(imp, 600, 300, [target], cfg).best(rw, rh).rect
         assert plain.right < 540, (rw, rh, plain)
         assert kept.left <= 360 and kept.right >= 540, (rw, rh, kept)
+
+
+def test_crops_still_come_when_the_detector_package_is_missing(
+    astronaut: NDArray[np.uint8], caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.engine import detectors
+
+    def missing() -> detectors.Detector:
+        raise ImportError("No module named 'onnxruntime'")
+
+    original = detectors._FACTORIES["object"]
+    detectors.register_detector("object", missing)
+    try:
+        with caplog.at_level("WARNING", logger="worker.engine.detectors"):
+            res = detect_crops(encode(astronaut, "PNG"), ["1:1", "9:16"], ["people"])
+    finally:
+        detectors.register_detector("object", original)
+    assert "object detection disabled" in caplog.text and "onnxruntime" in caplog.text
+    assert_valid(res, ["1:1", "9:16"])
+    # People then come from the face: the body grown from it fits the square crop.
+    assert res.matched_hints == ["people"]
