@@ -107,7 +107,8 @@ class EngineConfig:
     """NanoDet's score from which any other object counts."""
     hint_object_threshold: float = 0.3
     """The same for objects a hint names: the caller asked for them, so a weaker detection still counts
-    (the cup of scikit-image's ``coffee`` scores 0.37)."""
+    (the cup of scikit-image's ``coffee`` scores 0.37). The detector drops cells below 0.3, so values
+    under that have no effect."""
     object_attention: float = 0.3
     """Fixation mass put on detected objects, relative to colour contrast: people look at objects. On
     the scene dev set (no COCO images, so not fitted to the detector's training data) fixations kept rose

@@ -48,6 +48,12 @@ def test_finds_the_cat_and_the_cup(chelsea: NDArray[np.uint8], coffee: NDArray[n
     assert not any(b.label == "person" and b.score >= EngineConfig().person_threshold for b in found)
 
 
+def test_the_engine_never_asks_below_the_detector_threshold() -> None:
+    cfg = EngineConfig()
+    lowest = min(cfg.person_threshold, cfg.object_threshold, cfg.hint_object_threshold)
+    assert lowest >= get_detector("object").threshold  # type: ignore[attr-defined]
+
+
 def test_boxes_are_fractions_sorted_by_score(astronaut: NDArray[np.uint8]) -> None:
     found = get_detector("object").detect(astronaut)
     assert [b.score for b in found] == sorted((b.score for b in found), reverse=True)
