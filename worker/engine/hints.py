@@ -212,10 +212,9 @@ def _normalise(text: str) -> str:
 def detector_for_hint(hint: str) -> str | None:
     """The detector name for a hint, or ``None`` when no detector understands it."""
     text = _normalise(hint)
-    if text in _LOOKUP:
-        return _LOOKUP[text]
-    if _singular(text) in _LOOKUP:
-        return _LOOKUP[_singular(text)]
+    whole = _singular(text)  # the hint as it is when listed, else a regular plural's singular
+    if whole in _LOOKUP:
+        return _LOOKUP[whole]
     # A longer phrase: try its Chinese words, then the English ones (most specific detector first).
     for word in sorted((w for w in _LOOKUP if not w.isascii()), key=len, reverse=True):
         if word in text:
