@@ -12,7 +12,7 @@ from skimage import data as skdata
 from tests.unit.engine.engine_helpers import ASTRONAUT_FACE, assert_valid, encode
 from worker.engine.config import EngineConfig
 from worker.engine.decode import from_array
-from worker.engine.detectors import OBJECT_MODEL, Box, get_detector
+from worker.engine.detectors import OBJECT_MODEL, Box, ObjectDetector, get_detector
 from worker.engine.pipeline import _targets, analyse, detect_crops
 from worker.engine.scoring import Scene
 
@@ -60,6 +60,16 @@ def test_boxes_are_fractions_sorted_by_score(astronaut: NDArray[np.uint8]) -> No
     for b in found:
         assert 0.0 <= b.x0 < b.x1 <= 1.0 and 0.0 <= b.y0 < b.y1 <= 1.0
         assert isinstance(b.x0, float) and isinstance(b.score, float)
+
+
+def test_input_is_the_training_normalisation() -> None:
+    # BGR planes of (v - mean) / std, exactly as the training pipeline fed the network.
+    img = np.random.default_rng(3).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    mean, std = np.array([103.53, 116.28, 123.675]), np.array([57.375, 57.12, 58.395])
+    expected = ((img[:, :, ::-1] - mean) / std).transpose(2, 0, 1)[None]
+    got = ObjectDetector.blob(img)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == (1, 3, 32, 48)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
 def test_tiny_flat_and_extreme_inputs() -> None:
