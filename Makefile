@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory quality all clean
+.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory quality face-scale all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-memory: install
 ## Crop quality on an eval folder: make quality EVAL_DIR=/path/to/eval
 quality: install
 	$(BIN)/python bench/quality.py --eval-dir $(EVAL_DIR)
+
+## Face detector recall by face size in pixels: make face-scale EVAL_DIR=/path/to/eval
+face-scale: install
+	$(BIN)/python bench/face_scale.py --eval-dir $(EVAL_DIR)
 
 all: test
 

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from worker.contracts import Cropping
 from worker.engine.errors import CropError, InvalidAspectRatio
 from worker.engine.ratios import parse_ratios
+from worker.settings import engine_config, get_settings
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -57,6 +58,10 @@ def run_crop_cli(images: list[str], ratios: str, hint: str | None, preview: Path
     from worker.engine.pipeline import detect_crops
     from worker.engine.preview import write_preview
 
+    # The same engine settings as the workers (CROPQ_OBJECT_DETECTION, CROPQ_FACE_DETECT_LONG_SIDE,
+    # CROPQ_MAX_IMAGE_PIXELS), so a local run crops as the service would.
+    config = engine_config(get_settings())
+
     if preview is not None:
         preview.mkdir(parents=True, exist_ok=True)
     progress = _Progress(len(images), sys.stderr)
@@ -65,7 +70,7 @@ def run_crop_cli(images: list[str], ratios: str, hint: str | None, preview: Path
         line: dict[str, Any]
         try:
             data = Path(image).read_bytes()
-            result = detect_crops(data, entries, hints)
+            result = detect_crops(data, entries, hints, config)
             line = {
                 "Image": image,
                 "Width": result.width,

@@ -11,7 +11,6 @@ Reliability (see celery_app.py for the Celery side):
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from functools import lru_cache
 from typing import Any
@@ -29,7 +28,7 @@ from worker.engine.config import EngineConfig
 from worker.engine.errors import CropError
 from worker.engine.types import CropResult
 from worker.jobstore import JobNotFound, JobStore, connect
-from worker.settings import get_settings
+from worker.settings import engine_config, get_settings
 from worker.stats import record_job
 from worker.storage import ObjectNotFound, ObjectTooLarge, S3Storage, StorageUnavailable
 from worker.webhooks.tasks import enqueue_callback
@@ -52,10 +51,7 @@ def _storage() -> S3Storage:
 
 @lru_cache(maxsize=1)
 def _engine_config() -> EngineConfig:
-    s = get_settings()
-    return dataclasses.replace(
-        EngineConfig(), max_pixels=s.max_image_pixels, object_detection=s.object_detection
-    )
+    return engine_config(get_settings())
 
 
 def _run_engine(data: bytes, msg: CropTaskMessage) -> CropResult:

@@ -66,12 +66,13 @@ def _nms(boxes: list[Box], iou_threshold: float) -> list[Box]:
     """Greedy non-maximum suppression, most confident first (deterministic: ties keep input order)."""
     kept: list[Box] = []
     for b in sorted(boxes, key=lambda b: -b.score):
-        if all(_iou(b, k) < iou_threshold for k in kept):
+        if all(iou(b, k) < iou_threshold for k in kept):
             kept.append(b)
     return kept
 
 
-def _iou(a: Box, b: Box) -> float:
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
     ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
     iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
     inter = ix * iy

@@ -11,8 +11,10 @@ from numpy.typing import NDArray
 
 from tests.unit.engine.engine_helpers import ASTRONAUT_FACE, assert_valid, encode
 from worker.engine import detectors
+from worker.engine.config import EngineConfig
+from worker.engine.decode import decode
 from worker.engine.errors import InvalidAspectRatio
-from worker.engine.pipeline import detect_crops, detect_crops_array
+from worker.engine.pipeline import analyse, detect_crops, detect_crops_array
 from worker.engine.preview import write_preview
 from worker.engine.ratios import AUTO_CANDIDATES
 
@@ -256,3 +258,36 @@ def test_flat_strips_crop_near_the_centre(shape: tuple[int, int]) -> None:
     for c in res.croppings:
         cx, cy = c.rect.left + c.rect.width / 2, c.rect.top + c.rect.height / 2
         assert abs(cx / w - 0.5) <= 0.1 and abs(cy / h - 0.5) <= 0.1
+
+
+def test_small_faces_on_a_large_photo_need_a_larger_detection_copy(astronaut: NDArray[np.uint8]) -> None:
+    # A 12 MP photo with a head whose face (brow to chin) is 6% of the short side: about 14 px on the
+    # default 320-px detection copy, below the ~16 px from which CenterFace finds faces. 640 finds it,
+    # and every crop then keeps it (object detection off: nothing else points at the head).
+    import cv2
+
+    width, height = 4000, 3000
+    canvas = cv2.resize(astronaut[300:, 300:], (width, height), interpolation=cv2.INTER_CUBIC)
+    head = astronaut[30:200, 150:300]  # the face with hair and neck around it
+    scale = 0.06 * height / (ASTRONAUT_FACE[3] - ASTRONAUT_FACE[1])
+    hh, hw = int(head.shape[0] * scale), int(head.shape[1] * scale)
+    x, y = 3000, 600
+    canvas[y : y + hh, x : x + hw] = cv2.resize(head, (hw, hh), interpolation=cv2.INTER_AREA)
+    data = encode(canvas, "JPEG", quality=90)
+    # the face itself, in full-size pixels
+    fx0, fy0 = x + (ASTRONAUT_FACE[0] - 150) * scale, y + (ASTRONAUT_FACE[1] - 30) * scale
+    fx1, fy1 = x + (ASTRONAUT_FACE[2] - 150) * scale, y + (ASTRONAUT_FACE[3] - 30) * scale
+    face = (round(fx0), round(fy0), round(fx1), round(fy1))
+
+    def faces_at(side: int) -> list[detectors.Box]:
+        cfg = EngineConfig(object_detection="off", detect_long_side=side)
+        return analyse(decode(data, cfg), [], cfg).faces
+
+    cx, cy = (fx0 + fx1) / 2 / width, (fy0 + fy1) / 2 / height
+    assert not any(f.x0 <= cx <= f.x1 and f.y0 <= cy <= f.y1 for f in faces_at(320))
+    found = [f for f in faces_at(640) if f.x0 <= cx <= f.x1 and f.y0 <= cy <= f.y1]
+    assert found and found[0].score >= EngineConfig().face_threshold
+    res = detect_crops(data, ALL, config=EngineConfig(object_detection="off", detect_long_side=640))
+    assert_valid(res, ALL)
+    for c in res.croppings:
+        assert _contains(_ltwh(c), face, tol=2), c
