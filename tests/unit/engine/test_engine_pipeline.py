@@ -15,7 +15,7 @@ from worker.engine.config import EngineConfig
 from worker.engine.decode import decode
 from worker.engine.errors import InvalidAspectRatio
 from worker.engine.pipeline import analyse, detect_crops, detect_crops_array
-from worker.engine.preview import write_preview
+from worker.engine.preview import place_labels, write_preview
 from worker.engine.ratios import AUTO_CANDIDATES
 
 ALL = ["1:1", "4:3", "3:4", "16:9", "9:16"]
@@ -169,6 +169,18 @@ def test_preview_png(tmp_path: Path, astronaut: NDArray[np.uint8]) -> None:
     res = detect_crops(data, ["1:1", "16:9"])
     out = write_preview(data, res, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preview_labels_never_cover_each_other() -> None:
+    # Crops of several ratios often share a top-left corner; their labels must all stay readable.
+    anchors = [(3.0, 3.0), (3.0, 3.0), (3.0, 10.0), (200.0, 3.0), (40.0, 3.0)]
+    sizes = [(60.0, 18.0)] * len(anchors)
+    spots = place_labels(anchors, sizes)
+    for i, a in enumerate(spots):
+        assert a[0] == anchors[i][0] and a[1] >= anchors[i][1]  # only ever moved down
+        for b in spots[:i]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    assert spots[0][1] == 3.0 and spots[3][1] == 3.0  # nothing in their way: left where they were
 
 
 def test_largest_face_wins_over_a_small_one() -> None:
