@@ -244,12 +244,17 @@ def _auto(best_for: Callable[[AspectRatio], Window]) -> tuple[AspectRatio, Windo
 
 
 def _inside(b: Box, rect: Rect, width: int, height: int) -> bool:
+    """Whether the crop holds the object: whole, or, on an axis where the object is longer than the crop,
+    as much of it as a crop of that size can (a close-up cat is wider than its square crop)."""
     tol = 1.0
-    return (
-        rect.left <= b.x0 * width + tol
-        and rect.right >= b.x1 * width - tol
-        and rect.top <= b.y0 * height + tol
-        and rect.bottom >= b.y1 * height - tol
+
+    def holds(lo: float, hi: float, start: int, end: int) -> bool:
+        if hi - lo <= end - start + tol:
+            return start <= lo + tol and end >= hi - tol
+        return start >= lo - tol and end <= hi + tol
+
+    return holds(b.x0 * width, b.x1 * width, rect.left, rect.right) and holds(
+        b.y0 * height, b.y1 * height, rect.top, rect.bottom
     )
 
 

@@ -71,7 +71,22 @@ def test_chelsea_with_cat_hint(chelsea: NDArray[np.uint8], hint: str) -> None:
     assert_valid(res, ratios)
     eyes = (150, 80, 340, 150)  # both eyes of the cat
     assert _contains(_ltwh(res.croppings[0]), eyes, tol=4)
-    assert set(res.matched_hints) <= {hint}
+    # The cat is wider than these crops; each holds as much of it as a crop of its size can.
+    assert res.matched_hints == [hint]
+
+
+def test_an_object_longer_than_the_crop_is_held_when_the_crop_lies_within_it() -> None:
+    from worker.engine.pipeline import _inside
+    from worker.engine.types import Rect
+
+    wide = detectors.Box(0.1, 0.2, 0.9, 0.6, 0.9, "cat")  # 800 x 400 px of a 1000 x 1000 image
+    assert _inside(wide, Rect(300, 150, 500, 500), 1000, 1000)  # inside its width, all its height
+    assert not _inside(wide, Rect(50, 150, 500, 500), 1000, 1000)  # runs past its left edge
+    assert not _inside(wide, Rect(300, 250, 500, 500), 1000, 1000)  # cuts its top, which would fit
+    assert _inside(wide, Rect(0, 0, 1000, 1000), 1000, 1000)  # the whole of it
+    small = detectors.Box(0.4, 0.4, 0.5, 0.5, 0.9, "face")
+    assert _inside(small, Rect(300, 300, 300, 300), 1000, 1000)
+    assert not _inside(small, Rect(450, 300, 300, 300), 1000, 1000)  # half of it
 
 
 @pytest.mark.parametrize("hint", ["person", "人", "行人", "people"])
