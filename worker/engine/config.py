@@ -19,12 +19,12 @@ class EngineConfig:
     fixations spread over ~3% of the long side, so finer maps add cost, not accuracy)."""
     detect_long_side: int = 320
     """Face detection runs on a copy of at most this long side. CenterFace finds faces from about 16 px
-    tall (on the faces dev set at native size: 0.40 of faces 12-15 px tall, 0.62 at 16-19, 0.79 at 20-23,
-    0.86 and more from 24 px), so on a 4:3 photo 320 finds faces from about 7% of the short side (10% at
-    0.8 recall) and 640 from about 3.3% (5%). Against 320, a 12 MP JPEG costs about 0.2x its decode
-    floor more at 416, 0.4x at 480 and 1.2x at 640 (which needs a 1/4-scale decode). 320 keeps the 1.5x
-    speed target (object detection on hint); smaller people are kept by the object detector's person
-    boxes (``object_detection="always"``)."""
+    tall (``bench/face_scale.py`` on the faces dev set, at native and half size: 0.35 of faces 12-15 px
+    tall, 0.60 at 16-19, 0.78 at 20-23, 0.86 and more from 24 px), so on a 4:3 photo 320 finds faces
+    from about 7% of the short side (10% at 0.8 recall) and 640 from about 3.3% (5%). Against 320, a
+    12 MP JPEG costs about 0.2x its decode floor more at 416, 0.4x at 480 and 1.2x at 640 (which needs a
+    1/4-scale decode). 320 keeps the 1.5x speed target (object detection on hint); smaller people are
+    kept by the object detector's person boxes (``object_detection="always"``)."""
     detect_long_side_small: int = 640
     """...except for small sources (at most ``small_image_pixels``): their decode is nearly free and their
     faces are few pixels wide, so they are upscaled to this long side for the detector."""
