@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from worker.contracts import Cropping
 from worker.engine.errors import CropError, InvalidAspectRatio
 from worker.engine.ratios import parse_ratios
@@ -60,7 +62,11 @@ def run_crop_cli(images: list[str], ratios: str, hint: str | None, preview: Path
 
     # The same engine settings as the workers (CROPQ_OBJECT_DETECTION, CROPQ_FACE_DETECT_LONG_SIDE,
     # CROPQ_MAX_IMAGE_PIXELS), so a local run crops as the service would.
-    config = engine_config(get_settings())
+    try:
+        config = engine_config(get_settings())
+    except ValidationError as exc:
+        sys.stderr.write(f"cropq crop: invalid CROPQ_ settings: {exc}\n")
+        return EXIT_USAGE
 
     if preview is not None:
         preview.mkdir(parents=True, exist_ok=True)

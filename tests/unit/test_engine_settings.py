@@ -48,3 +48,13 @@ def test_cli_crops_with_the_workers_settings(
     assert run_crop_cli([str(image)], "1:1", None, None) == 1
     line = json.loads(capsys.readouterr().out)
     assert line["Code"] == "InvalidArgument.ImageTooLarge", line
+
+
+def test_cli_refuses_invalid_settings_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, fresh_settings: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CROPQ_FACE_DETECT_LONG_SIDE", "99999")
+    assert run_crop_cli(["whatever.jpg"], "1:1", None, None) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "invalid CROPQ_ settings" in captured.err
+    assert "face_detect_long_side" in captured.err
