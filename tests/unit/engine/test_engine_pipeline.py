@@ -222,7 +222,6 @@ def test_largest_face_wins_over_a_small_one() -> None:
 
 
 def test_centre_prior_peaks_at_the_mean_fixation() -> None:
-    from worker.engine.config import EngineConfig
     from worker.engine.features import centre_prior
 
     cfg = EngineConfig()
@@ -233,7 +232,6 @@ def test_centre_prior_peaks_at_the_mean_fixation() -> None:
 
 
 def test_detected_people_draw_importance_where_they_stand() -> None:
-    from worker.engine.config import EngineConfig
     from worker.engine.features import saliency
 
     rng = np.random.default_rng(3)
@@ -265,7 +263,6 @@ def test_surroundedness_marks_enclosed_figures_not_border_regions() -> None:
 
 def test_surroundedness_adds_importance_to_an_enclosed_object() -> None:
     """A faint plain object on a plain ground: being enclosed draws importance beyond its contrast."""
-    from worker.engine.config import EngineConfig
     from worker.engine.features import saliency
 
     img = np.full((80, 160, 3), 120, dtype=np.uint8)
