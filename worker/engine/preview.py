@@ -45,18 +45,17 @@ def render_preview(data: bytes, result: CropResult) -> Image.Image:
     sx, sy = im.width / result.width, im.height / result.height
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default(size=max(12, max(im.size) // 48))
+    pad = 3
     boxes: list[Rectangle] = []
     labels: list[str] = []
+    sizes: list[tuple[float, float]] = []
     for c in result.croppings:
         r = c.rect
         boxes.append(
             (r.left * sx, r.top * sy, max(r.left * sx, r.right * sx - 1), max(r.top * sy, r.bottom * sy - 1))
         )
         labels.append(f"{c.aspect_ratio} {c.confidence:.2f}")
-    pad = 3
-    sizes = []
-    for label in labels:
-        left, _, right, bottom = draw.textbbox((0, 0), label, font=font)
+        left, _, right, bottom = draw.textbbox((0, 0), labels[-1], font=font)
         sizes.append((right - left + 2 * pad, bottom + 2 * pad))
     spots = place_labels([(b[0] + 3, b[1] + 3) for b in boxes], sizes)
     for i, (box, label, spot) in enumerate(zip(boxes, labels, spots, strict=True)):
