@@ -144,7 +144,7 @@ def main() -> None:
         "CROPQ_S3_ENDPOINT": f"127.0.0.1:{sport}",
         "CROPQ_S3_ACCESS_KEY": "benchkey",
         "CROPQ_S3_SECRET_KEY": "bench-secret-key-123",
-        "CROPQ_SECRET_KEY": "bench",
+        "CROPQ_SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
         "CROPQ_ACCESS_KEYS": json.dumps([KEY]),
         "CROPQ_API_PORT": str(aport),
         "CROPQ_RATE_LIMIT_PER_MINUTE": "0",

@@ -159,7 +159,7 @@ def make_stack(
             "CROPQ_S3_SECURE": "false",
             "CROPQ_API_PORT": str(port),
             "CROPQ_QUEUE_NAME": queue,
-            "CROPQ_SECRET_KEY": "test-secret-key-for-encryption",
+            "CROPQ_SECRET_KEY": "test-secret-key-for-encryption-0123456789",
             "CROPQ_ACCESS_KEYS": json.dumps([ADMIN_KEY]),
             "CROPQ_WEBHOOK_ALLOWED_CIDRS": '["127.0.0.0/8"]',
             "CROPQ_LOG_JSON": "true",

@@ -22,6 +22,10 @@ WEBHOOK_MAX_DELAY_FACTOR = 2
 (svix's clamp); jitter (±20 %) stays inside it."""
 
 
+SECRET_KEY_MIN_BYTES = 32
+"""``CROPQ_SECRET_KEY`` is refused below this length: the key of every sealed secret derives from it."""
+
+
 class AccessKeySpec(BaseModel):
     """A bootstrap access key given in settings (``CROPQ_ACCESS_KEYS``)."""
 
@@ -123,8 +127,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr = Field(
         SecretStr(""),
         description=(
-            "Key that encrypts stored access-key and webhook secrets (any string, the same on the API and "
-            "every worker; required outside dev)."
+            "Key that encrypts stored access-key and webhook secrets: at least 32 bytes (e.g. `openssl rand "
+            "-hex 32`), the same on the API and every worker. `cropq up` makes one when it is unset."
         ),
     )
     rate_limit_per_minute: int = Field(
@@ -150,6 +154,19 @@ class Settings(BaseSettings):
     def _json_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return json.loads(v) if v.strip() else []
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_long_enough(cls, v: SecretStr) -> SecretStr:
+        # Empty stays possible (a process that never seals, e.g. `cropq crop`, needs none; sealing then
+        # says so); a short key is a weak key, refused at start rather than found out later.
+        n = len(v.get_secret_value().encode("utf-8"))
+        if 0 < n < SECRET_KEY_MIN_BYTES:
+            raise ValueError(
+                f"secret_key is {n} bytes; it must be at least {SECRET_KEY_MIN_BYTES} "
+                "(e.g. the output of `openssl rand -hex 32`)"
+            )
         return v
 
     @field_validator("task_hard_time_limit")

@@ -37,7 +37,7 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def test_secret_is_sealed_at_rest_and_stable_for_the_owner(redis_url: str, r: redis.Redis) -> None:
-    with _app(redis_url, "server-key-one") as c:
+    with _app(redis_url, "server-key-one-0123456789abcdef0123") as c:
         created = c.put("/v1/projects/sealed", json={"Buckets": ["photos"]}, headers=AUTH)
         assert created.status_code == 201
         secret = created.json()["WebhookSecret"]
@@ -48,7 +48,7 @@ def test_secret_is_sealed_at_rest_and_stable_for_the_owner(redis_url: str, r: re
         updated = c.put("/v1/projects/sealed", json={"Buckets": ["photos", "more"]}, headers=AUTH)
         assert updated.status_code == 200 and updated.json()["WebhookSecret"] == secret
     # An API started with another CROPQ_SECRET_KEY cannot open it, and says so without leaking anything.
-    with _app(redis_url, "server-key-two") as c:
+    with _app(redis_url, "server-key-two-0123456789abcdef0123") as c:
         resp = c.get("/v1/projects/sealed", headers=AUTH)
         assert resp.status_code == 500 and resp.json()["Code"] == "InternalError"
         assert "whsec_" not in resp.text
@@ -66,5 +66,5 @@ def test_records_written_before_sealing_are_still_served(redis_url: str, r: redi
             }
         ),
     )
-    with _app(redis_url, "server-key-one") as c:
+    with _app(redis_url, "server-key-one-0123456789abcdef0123") as c:
         assert c.get("/v1/projects/legacy", headers=AUTH).json()["WebhookSecret"] == "whsec_b2xk"

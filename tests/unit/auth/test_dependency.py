@@ -41,7 +41,7 @@ VECTOR_HEADERS = vector_headers()  # the spec's captured request; byte-exact che
 
 def make_app(redis_url: str, *, rate_limit: int = 0, clock: Callable[[], datetime] | None = None) -> FastAPI:
     settings = Settings(
-        secret_key=SecretStr("k"),
+        secret_key=SecretStr("test-secret-key-0123456789abcdef0123"),
         rate_limit_per_minute=rate_limit,
         access_keys=[
             AccessKeySpec(AccessKeyId=BOOT_ID, AccessKeySecret=SecretStr(BOOT_SECRET), Projects=["demo"]),
@@ -168,7 +168,7 @@ def test_official_sdk_sts_token_refused(client: TestClient, algorithm: str | Non
 
 
 def test_official_sdk_disabled_key(client: TestClient, arun: Callable[[Any], Any], aredis: Redis) -> None:
-    store = AccessKeyStore(aredis, Settings(secret_key=SecretStr("k")))
+    store = AccessKeyStore(aredis, Settings(secret_key=SecretStr("test-secret-key-0123456789abcdef0123")))
     key, secret = arun(store.create(["demo"]))
     assert sdk_call(client, key.access_key_id, secret).body.request_id == key.access_key_id
     arun(store.disable(key.access_key_id))

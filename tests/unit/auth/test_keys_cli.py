@@ -18,7 +18,7 @@ BOOT = '[{"AccessKeyId": "BOOTKEY001", "AccessKeySecret": "boot-secret-012345678
 @pytest.fixture
 def cli_env(aredis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("CROPQ_REDIS_URL", redis_url)
-    monkeypatch.setenv("CROPQ_SECRET_KEY", "cli-test-key")
+    monkeypatch.setenv("CROPQ_SECRET_KEY", "cli-test-key-0123456789abcdef0123456")
     monkeypatch.setenv("CROPQ_ACCESS_KEYS", BOOT)
     get_settings.cache_clear()
     yield
