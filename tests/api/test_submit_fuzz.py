@@ -106,7 +106,10 @@ def test_malformed_json_and_wrong_content(client: TestClient) -> None:
 
 def test_redis_outage_is_a_503_not_a_crash() -> None:
     s = Settings(
-        redis_url="redis://127.0.0.1:1/0", access_keys=json.dumps([KEY]), secret_key="test-secret-key-0123456789abcdef0123", log_level="WARNING"
+        redis_url="redis://127.0.0.1:1/0",
+        access_keys=json.dumps([KEY]),
+        secret_key="test-secret-key-0123456789abcdef0123",
+        log_level="WARNING",
     )
     with TestClient(create_app(s)) as c:
         resp = c.post("/v1/projects/fuzz/crop-jobs", json={"SourceURI": "oss://photos/a.jpg"}, headers=AUTH)
