@@ -41,8 +41,19 @@ def nonce(key_id: str, nonce_value: str) -> str:
     return f"imm:nonce:{key_id}:{nonce_value}"
 
 
-def rate_limit(key_id: str, window: int) -> str:
-    return f"{PREFIX}:rl:{key_id}:{window}"
+def rate_limit(key_id: str) -> str:
+    """Token bucket of an access key (api.auth.ratelimit)."""
+    return f"{PREFIX}:rl:{key_id}"
+
+
+def auth_failures(kind: str, value: str) -> str:
+    """Failed-authentication bucket per client address (``addr``) or claimed AccessKeyId (``key``)."""
+    return f"{PREFIX}:authfail:{kind}:{value}"
+
+
+def auth_failed_pair(key_id: str, address: str) -> str:
+    """Marks that ``address`` failed to authenticate as ``key_id`` within the last minute."""
+    return f"{PREFIX}:authfail:pair:{key_id}:{address}"
 
 
 def worker_heartbeat(hostname: str) -> str:

@@ -18,7 +18,7 @@ from api.auth.canonical import form_decode, wire_bytes, wire_str
 from api.auth.keystore import AccessKey, AccessKeyStore, KeyStoreConfigError
 from api.auth.nonce import claim_nonce
 from api.auth.principal import Principal
-from api.auth.ratelimit import check_rate_limit
+from api.auth.ratelimit import charge_rate_limit
 from api.errors import ImmError
 from worker.settings import Settings
 
@@ -110,5 +110,5 @@ async def authenticate(request: Request) -> Principal:
     # Only a verified id reaches the logs, so a forger cannot put words in another key's mouth.
     request.state.access_key_id = key.access_key_id
     structlog.contextvars.bind_contextvars(access_key_id=key.access_key_id)
-    await check_rate_limit(redis, key.access_key_id, settings.rate_limit_per_minute)
+    await charge_rate_limit(redis, key.access_key_id, 1, settings.rate_limit_per_minute)
     return Principal(access_key_id=key.access_key_id, projects=frozenset(key.projects))

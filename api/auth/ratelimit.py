@@ -1,13 +1,16 @@
-"""Per-access-key rate limit: a fixed one-minute window counted in Redis.
+"""Per-access-key rate limits: a token bucket (GCRA) kept in Redis, shared by every API process.
 
-One atomic script does INCR and, on the window's first hit, PEXPIRE, so a crash between the two can never
-leave a counter without expiry. Over the limit answers 429 ``Throttling`` with ``x-acs-retry-after`` (ms),
-which is what makes the official SDK raise ``ThrottlingException``.
+Why GCRA rather than the ``limits`` package or a sliding-window log: one Redis key per access key holding a
+single number (the bucket's "theoretical arrival time"), O(1) work and memory whatever the limit, costs of
+any size in one atomic step, an exact ``x-acs-retry-after``, and no burst of twice the limit at a window
+edge (the fixed window's flaw). A key may spend its whole minute at once, then one unit every
+``60 s / limit``. The script reads Redis's own clock, so API nodes with skewed clocks share one timeline.
+
+Refused charges store nothing: a client that is told to wait does not dig itself deeper.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -15,35 +18,84 @@ from redis.asyncio import Redis
 from api.errors import ImmError
 from worker import keys
 
-WINDOW_MS = 60_000
+PERIOD_MS = 60_000
 
-_HIT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
+# Shared by the scripts below: `now` in ms (ARGV given by tests, else Redis TIME).
+_NOW = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 """
 
+# KEYS[1] bucket; ARGV: now|'', interval ms (period / limit), units, period ms.
+# Returns 0 when charged, else the ms until the charge would fit (at least 1).
+_CHARGE = (
+    _NOW
+    + """
+local interval = tonumber(ARGV[2])
+local period = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval * tonumber(ARGV[3])
+if new_tat - now > period then
+  return math.max(1, math.ceil(new_tat - now - period))
+end
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+return 0
+"""
+)
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+
+def _clock_arg(clock_ms: Callable[[], int] | None) -> str:
+    return "" if clock_ms is None else str(clock_ms())
 
 
-async def check_rate_limit(
-    redis: Redis, access_key_id: str, limit_per_minute: int, *, clock_ms: Callable[[], int] = _now_ms
+def throttled(message: str, retry_after_ms: int) -> ImmError:
+    """429 ``Throttling`` with ``x-acs-retry-after`` (ms), which makes the official SDK raise
+    ``ThrottlingException``."""
+    return ImmError(
+        429,
+        "Throttling",
+        f"Request was denied due to request throttling: {message}",
+        headers={"x-acs-retry-after": str(max(1, retry_after_ms))},
+    )
+
+
+async def charge_rate_limit(
+    redis: Redis,
+    access_key_id: str,
+    units: int,
+    limit_per_minute: int,
+    *,
+    clock_ms: Callable[[], int] | None = None,
 ) -> None:
-    """Count this request against ``access_key_id``; ``limit_per_minute`` 0 turns the limit off."""
-    if limit_per_minute <= 0:
+    """Take ``units`` (one per request, one per job of a batch) from ``access_key_id``'s bucket.
+
+    ``units <= 0`` or ``limit_per_minute <= 0`` do nothing. Over the limit raises 429 ``Throttling`` and
+    consumes nothing. ``clock_ms`` pins the time in tests; by default Redis's clock is used.
+    """
+    if units <= 0 or limit_per_minute <= 0:
         return
-    now = clock_ms()
-    window = now // WINDOW_MS
-    retry_after = (window + 1) * WINDOW_MS - now  # 1..60000 ms until the window resets
-    # The key outlives its window a little so clock skew between API nodes cannot reset it early.
-    count = int(await redis.eval(_HIT, 1, keys.rate_limit(access_key_id, window), retry_after + 5_000))
-    if count > limit_per_minute:
-        raise ImmError(
-            429,
-            "Throttling",
-            f"Request was denied due to request throttling: at most {limit_per_minute} requests per minute "
-            "per access key.",
-            headers={"x-acs-retry-after": str(retry_after)},
+    interval = PERIOD_MS / limit_per_minute
+    wait = int(
+        await redis.eval(
+            _CHARGE,
+            1,
+            keys.rate_limit(access_key_id),
+            _clock_arg(clock_ms),
+            repr(interval),
+            str(units),
+            str(PERIOD_MS),
         )
+    )
+    if wait == 0:
+        return
+    if units > limit_per_minute:
+        raise throttled(
+            f"{units} units (one per job) exceed the limit of {limit_per_minute} per minute per access key; "
+            "send smaller batches.",
+            PERIOD_MS,
+        )
+    raise throttled(f"at most {limit_per_minute} requests (or batch jobs) per minute per access key.", wait)
