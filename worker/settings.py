@@ -132,7 +132,17 @@ class Settings(BaseSettings):
         ),
     )
     rate_limit_per_minute: int = Field(
-        600, ge=0, description="Requests per minute per access key (0 = unlimited)."
+        600,
+        ge=0,
+        description="Requests per minute per access key, a batch costing one per job (token bucket: the "
+        "whole minute may be spent at once, then one every 60 s / limit; 0 = unlimited).",
+    )
+    auth_failures_per_minute: int = Field(
+        30,
+        ge=0,
+        description="Failed authentications per minute per client address and per AccessKeyId before "
+        "429 Throttling (token bucket; 0 = unlimited). Behind a proxy the address is the proxy's unless "
+        "uvicorn runs with --proxy-headers --forwarded-allow-ips.",
     )
     # --- client commands (cropq submit / status) ---
     api_url: str | None = Field(

@@ -21,7 +21,7 @@ from worker import keys
 PERIOD_MS = 60_000
 
 # Shared by the scripts below: `now` in ms (ARGV given by tests, else Redis TIME).
-_NOW = """
+NOW_LUA = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -32,7 +32,7 @@ end
 # KEYS[1] bucket; ARGV: now|'', interval ms (period / limit), units, period ms.
 # Returns 0 when charged, else the ms until the charge would fit (at least 1).
 _CHARGE = (
-    _NOW
+    NOW_LUA
     + """
 local interval = tonumber(ARGV[2])
 local period = tonumber(ARGV[4])

@@ -18,6 +18,7 @@ from api.auth.canonical import canonical_query, percent_encode, wire_bytes
 
 SIGNATURE_METHOD = "HMAC-SHA1"
 SIGNATURE_VERSION = "1.0"
+MISMATCH_MESSAGE = "Specified signature is not matched with our calculation. server string to sign is:"
 # Parameters that steer verification: a second copy would make the request mean two things.
 # The first six are required.
 _SINGLE = (
@@ -91,7 +92,10 @@ def sign(secret: str, to_sign: str) -> str:
 
 def verify_v2(parsed: V2Request, secret: str, *, clock: Clock = utc_now) -> datetime:
     """Signature first, then the ±15 min window on ``Timestamp``; returns the parsed timestamp."""
-    expected = sign(secret, string_to_sign(parsed.method, parsed.pairs))
+    to_sign = string_to_sign(parsed.method, parsed.pairs)
+    expected = sign(secret, to_sign)
     if not hmac.compare_digest(expected.encode(), wire_bytes(parsed.signature)):
-        raise signature_mismatch()
+        # Alibaba's wording: legacy clients split it at ':' and compare the rest with their own string to
+        # sign, to tell a wrong secret from a mangled request. It is public data (no secret, no signature).
+        raise signature_mismatch(MISMATCH_MESSAGE + to_sign)
     return check_timestamp(parsed.timestamp, clock(), field="Timestamp")
