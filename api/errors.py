@@ -68,13 +68,24 @@ def new_request_id() -> str:
     return str(uuid.uuid4()).upper()
 
 
+MAX_MESSAGE_LENGTH = 512
+
+
+def _printable(text: str) -> str:
+    """A message that always encodes (lone surrogates from non-UTF-8 input are escaped) and stays short
+    (it may quote what the client sent)."""
+    if len(text) > MAX_MESSAGE_LENGTH:
+        text = text[: MAX_MESSAGE_LENGTH - 3] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(request: Request, err: ImmError) -> JSONResponse:
     rid = request_id_of(request)
     body: dict[str, Any] = {
         "RequestId": rid,
-        "HostId": request.headers.get("host", ""),
+        "HostId": request.headers.get("host", "")[:255],
         "Code": err.code,
-        "Message": err.message,
+        "Message": _printable(err.message),
         "Recommend": err.recommend,
     }
     headers = {"x-acs-request-id": rid, **err.headers}

@@ -6,7 +6,6 @@ The API never decodes images and never imports OpenCV: it sends the task by name
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,18 +17,29 @@ from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import invalid_argument, not_found, service_unavailable
-from api.projects import load_project
+from api.projects import load_project, webhook_box
+from api.schemas import (
+    MAX_CALLBACK_URL_LENGTH,
+    MAX_CREDENTIAL_CONFIG_LENGTH,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_OBJECT_KEY_BYTES,
+    MAX_SOURCE_URI_BYTES,
+    MAX_USER_DATA_LENGTH,
+)
 from worker import keys
 from worker.celery_app import CROP_TASK
 from worker.contracts import CallbackState, CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.engine.errors import CropError
-from worker.engine.ratios import hints_from_param, ratios_from_param
+from worker.engine.ratios import hints_from_param, loads_bounded, ratios_from_param, shown
 from worker.settings import Settings
 
 log = structlog.get_logger("cropq.api")
 
 _URI_RE = re.compile(r"(oss|s3)://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)", re.DOTALL)
 _PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+MAX_CREDENTIAL_CONFIG_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -50,39 +60,85 @@ class JobParams:
 def validate_project_name(name: str) -> str:
     if not _PROJECT_RE.fullmatch(name or ""):
         raise invalid_argument(
-            f"ProjectName {name[:80]!r} is not valid (letters, digits, '-' and '_', 1-128)."
+            f"ProjectName {shown(name or '', 80)} is not valid (letters, digits, '-' and '_', 1-128)."
         )
     return name
+
+
+def check_text(name: str, value: str | None, max_length: int) -> str | None:
+    """Any text kept in a job record: bounded, and valid Unicode (non-UTF-8 bytes of the RPC face arrive as
+    lone surrogates, which could be neither stored as JSON nor answered)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid_argument(f"{name} must be a string.")
+    if len(value) > max_length:
+        raise invalid_argument(f"{name} is at most {max_length} characters, got {len(value)}.")
+    if _SURROGATE_RE.search(value):
+        raise invalid_argument(f"{name} is not valid UTF-8 text.")
+    return value
 
 
 def parse_source_uri(uri: str | None) -> tuple[str, str]:
     if not uri:
         raise invalid_argument("SourceURI is required.")
+    check_text("SourceURI", uri, MAX_SOURCE_URI_BYTES)
+    if len(uri.encode("utf-8")) > MAX_SOURCE_URI_BYTES:
+        raise invalid_argument(f"SourceURI is at most {MAX_SOURCE_URI_BYTES} bytes (S3 keys: 1,024).")
     m = _URI_RE.fullmatch(uri)
-    if m is None or ".." in m.group(2):
+    if m is None or ".." in m.group(2) or _CONTROL_RE.search(uri):
         raise invalid_argument(
-            f"SourceURI {uri[:200]!r} must look like oss://bucket/object (or s3://bucket/object)."
+            f"SourceURI {shown(uri, 200)} must look like oss://bucket/object (or s3://bucket/object)."
+        )
+    if len(m.group(3).encode("utf-8")) > MAX_OBJECT_KEY_BYTES:
+        raise invalid_argument(
+            f"The object key of SourceURI is at most {MAX_OBJECT_KEY_BYTES} bytes (S3's limit)."
         )
     return m.group(2), m.group(3)
 
 
 def validate_callback_url(url: str | None) -> str | None:
-    if url is None:
+    if check_text("CallbackURL", url, MAX_CALLBACK_URL_LENGTH) is None:
         return None
-    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url or ""):
         raise invalid_argument("CallbackURL must be an absolute http(s) URL.")
     return url
 
 
+def _depth_exceeds(value: object, max_depth: int) -> bool:
+    """Does a decoded JSON value nest deeper than ``max_depth``? Iterative, so any depth is safe."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth + 1 > max_depth:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def validate_credential_config(value: dict[str, Any] | str | None) -> None:
-    if value is None or isinstance(value, dict):
+    """Ignored (IMM parity), but still bounded: a JSON object of at most 8 kB and 16 levels."""
+    if value is None:
         return
-    try:
-        decoded = json.loads(value)
-    except ValueError:
-        decoded = None
+    if isinstance(value, str):
+        if _SURROGATE_RE.search(value):
+            raise invalid_argument("CredentialConfig is not valid UTF-8 text.")
+        try:
+            decoded = loads_bounded(
+                value, "CredentialConfig", MAX_CREDENTIAL_CONFIG_LENGTH, MAX_CREDENTIAL_CONFIG_DEPTH
+            )
+        except ValueError as e:
+            raise invalid_argument(f"{e}.") from None
+    else:
+        decoded = value
     if not isinstance(decoded, dict):
         raise invalid_argument("CredentialConfig must be a JSON object.")
+    if _depth_exceeds(decoded, MAX_CREDENTIAL_CONFIG_DEPTH):
+        raise invalid_argument(
+            f"CredentialConfig nests JSON deeper than {MAX_CREDENTIAL_CONFIG_DEPTH} levels."
+        )
 
 
 def build_params(
@@ -104,9 +160,11 @@ def build_params(
         hints = hints_from_param(inclusion_hints)
     except CropError as e:
         raise invalid_argument(str(e)) from None
+    for hint in hints:
+        check_text("InclusionHints", hint, len(hint))
     validate_credential_config(credential_config)
-    if user_data is not None and len(user_data) > 2048:
-        raise invalid_argument("UserData is at most 2048 characters.")
+    check_text("UserData", user_data, MAX_USER_DATA_LENGTH)
+    check_text("IdempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY_LENGTH)
     return JobParams(
         project=project,
         source_uri=source_uri or "",
@@ -124,7 +182,7 @@ async def submit_job(
     r: aioredis.Redis, celery: Celery, settings: Settings, params: JobParams, request_id: str
 ) -> Job:
     """Check the project and bucket, record the job, send the task. Returns the (possibly earlier) job."""
-    project = await load_project(r, params.project)
+    project = await load_project(r, params.project, webhook_box(settings))
     if project is None:
         raise not_found("project")
     if params.bucket not in project.Buckets:

@@ -19,7 +19,9 @@ from redis.backoff import ExponentialBackoff
 
 from api.auth.keystore import AccessKeyStore
 from api.errors import install_error_handlers, new_request_id
+from api.limits import BodyLimitMiddleware
 from api.metrics import HTTP_SECONDS
+from api.openapi import install_openapi
 from api.routes import health, jobs, projects, rpc
 from worker.celery_app import make_celery
 from worker.logs import configure_logging
@@ -86,8 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return response
 
+    # Added last, so it is the outermost of our middleware: no layer reads a byte of an oversized body.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_body_bytes)
+
     app.include_router(health.router)
     app.include_router(projects.router)
     app.include_router(jobs.router)
     app.include_router(rpc.router)
+    install_openapi(app)
     return app

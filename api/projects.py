@@ -1,24 +1,99 @@
-"""Project records: which buckets a project may read, and its webhook secret."""
+"""Project records: which buckets a project may read, and its webhook secrets.
+
+Every change is a read-modify-write under WATCH, so two API processes changing one project at once (a
+bucket update and a secret rotation, say) cannot undo each other's change.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import WatchError
 
-from api.errors import invalid_argument
+from api.errors import invalid_argument, service_unavailable
 from worker import keys
 from worker.contracts import utcnow_iso
-from worker.projects import Project
-from worker.sealing import SecretBox
+from worker.projects import CLEAR_PREFIX, Project, grace_end, is_clear
+from worker.sealing import WEBHOOK_SECRETS, SealingError, SecretBox
+from worker.settings import Settings
 from worker.webhooks.signing import new_secret
 
+log = structlog.get_logger("cropq.projects")
+
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_UPDATE_TRIES = 10
 
 
-async def load_project(r: aioredis.Redis, name: str) -> Project | None:
+async def load_project(r: aioredis.Redis, name: str, box: SecretBox | None = None) -> Project | None:
+    """The stored project. Given ``box``, a record that still holds a webhook secret in the clear (written
+    before secrets were sealed) is sealed and written back on the way."""
     raw = await r.get(keys.project(name))
-    return None if raw is None else Project.model_validate_json(raw)
+    if raw is None:
+        return None
+    project = Project.model_validate_json(raw)
+    if box is not None and is_clear(project):
+        try:
+            migrated = await update_project(r, name, lambda p: _sealed(p, box))
+        except SealingError as exc:  # no usable CROPQ_SECRET_KEY: serve the record as it is, say so
+            log.warning("webhook_secret_left_clear", project=name, error=str(exc))
+            return project
+        log.info("webhook_secret_sealed_on_read", project=name)
+        return migrated
+    return project
+
+
+def webhook_box(settings: Settings) -> SecretBox:
+    """The box that seals projects' webhook secrets (its key is derived on first use only)."""
+    return SecretBox(settings.secret_key, WEBHOOK_SECRETS)
+
+
+def _seal_if_clear(owner: str, stored: str | None, box: SecretBox) -> str | None:
+    if stored is None or not stored.startswith(CLEAR_PREFIX):
+        return stored
+    return box.seal(owner, stored)
+
+
+def _sealed(project: Project, box: SecretBox) -> Project:
+    name = project.ProjectName
+    return project.model_copy(
+        update={
+            "WebhookSecret": _seal_if_clear(name, project.WebhookSecret, box),
+            "PreviousWebhookSecret": _seal_if_clear(name, project.PreviousWebhookSecret, box),
+        }
+    )
+
+
+async def update_project(
+    r: aioredis.Redis, name: str, change: Callable[[Project], Project]
+) -> Project | None:
+    """Apply ``change`` to the stored record atomically (retried when another writer got there first).
+    Returns the stored result, or None when the project does not exist."""
+    key = keys.project(name)
+    for _ in range(_UPDATE_TRIES):
+        async with r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                if raw is None:
+                    return None
+                project = change(Project.model_validate_json(raw))
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(key, project.model_dump_json())
+                await pipe.execute()
+                return project
+            except WatchError:
+                continue
+    raise service_unavailable(f"The project {name!r} is being changed by other requests; try again.")
+
+
+def validate_buckets(buckets: list[str]) -> list[str]:
+    for b in buckets:
+        if not _BUCKET_RE.fullmatch(b) or ".." in b:
+            raise invalid_argument(f"Bucket name {b[:80]!r} is not valid.")
+    return sorted(set(buckets))
 
 
 async def put_project(
@@ -26,22 +101,34 @@ async def put_project(
 ) -> tuple[Project, bool]:
     """Create or update; returns (stored project, created). The webhook secret is made once, sealed with
     ``box``, and kept across updates."""
-    for b in buckets:
-        if not _BUCKET_RE.fullmatch(b) or ".." in b:
-            raise invalid_argument(f"Bucket name {b[:80]!r} is not valid.")
-    existing = await load_project(r, name)
-    if existing is None:
-        project = Project(
-            ProjectName=name,
-            Buckets=sorted(set(buckets)),
-            CreatedAt=utcnow_iso(),
-            WebhookSecret=box.seal(name, new_secret()),
+    wanted = validate_buckets(buckets)
+    updated = await update_project(r, name, lambda p: _sealed(p, box).model_copy(update={"Buckets": wanted}))
+    if updated is not None:
+        return updated, False
+    project = Project(
+        ProjectName=name,
+        Buckets=wanted,
+        CreatedAt=utcnow_iso(),
+        WebhookSecret=box.seal(name, new_secret()),
+    )
+    if not await r.set(keys.project(name), project.model_dump_json(), nx=True):
+        return await put_project(r, name, buckets, box)  # lost a race with another create: update that one
+    await r.sadd(keys.PROJECTS_INDEX, name)
+    return project, True
+
+
+async def rotate_webhook_secret(r: aioredis.Redis, name: str, box: SecretBox) -> Project | None:
+    """A new current secret; the one it replaces keeps signing until its grace period ends. A rotation
+    within the grace period drops the older previous secret (two secrets sign at most)."""
+
+    def rotate(project: Project) -> Project:
+        current = _sealed(project, box).WebhookSecret
+        return project.model_copy(
+            update={
+                "WebhookSecret": box.seal(name, new_secret()),
+                "PreviousWebhookSecret": current,
+                "PreviousWebhookSecretExpiresAt": grace_end(),
+            }
         )
-        created = bool(await r.set(keys.project(name), project.model_dump_json(), nx=True))
-        if not created:  # lost a race with another create: update that one instead
-            return await put_project(r, name, buckets, box)
-        await r.sadd(keys.PROJECTS_INDEX, name)
-        return project, True
-    project = existing.model_copy(update={"Buckets": sorted(set(buckets))})
-    await r.set(keys.project(name), project.model_dump_json())
-    return project, False
+
+    return await update_project(r, name, rotate)

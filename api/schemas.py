@@ -1,39 +1,77 @@
-"""Request and response models of the native API (PascalCase, as IMM)."""
+"""Request and response models of the native API (PascalCase, as IMM), with the size caps every field
+has: nothing unbounded is parsed, stored or echoed back."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.contracts import JobStatus
+from worker.engine.ratios import MAX_HINT_LENGTH, MAX_HINTS, MAX_RATIOS
+
+PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+# S3's object keys are at most 1,024 bytes; with a scheme and a bucket name a URI fits in 1,100.
+MAX_SOURCE_URI_BYTES = 1100
+MAX_OBJECT_KEY_BYTES = 1024
+MAX_CALLBACK_URL_LENGTH = 2048
+MAX_USER_DATA_LENGTH = 2048
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
+# The JSON-in-a-string parameters (the RPC face's forms): bounded before they are decoded.
+MAX_LIST_PARAM_LENGTH = 1024
+MAX_CREDENTIAL_CONFIG_LENGTH = 8192
+
+ProjectNamePath = Annotated[
+    str,
+    Path(
+        pattern=PROJECT_NAME_PATTERN,
+        max_length=128,
+        description="Letters, digits, '-' and '_', 1 to 128 characters.",
+    ),
+]
+RequestIdPath = Annotated[
+    str, Path(pattern=REQUEST_ID_PATTERN, max_length=64, description="The RequestId that submit answered.")
+]
 
 
 class SubmitJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     SourceURI: str = Field(
-        description="oss://bucket/key or s3://bucket/key; the bucket must belong to the project."
+        max_length=MAX_SOURCE_URI_BYTES,
+        description="oss://bucket/key or s3://bucket/key (at most 1,100 bytes: S3 keys are at most 1,024); "
+        "the bucket must belong to the project.",
     )
-    AspectRatios: list[str] | str | None = Field(
-        None, description='Up to 5 of "W:H" (integers in (0, 20), W/H in [0.5, 2]) or ["auto"] (the default).'
+    AspectRatios: (
+        Annotated[list[Annotated[str, Field(max_length=16)]], Field(max_length=MAX_RATIOS)]
+        | Annotated[str, Field(max_length=MAX_LIST_PARAM_LENGTH)]
+        | None
+    ) = Field(
+        None,
+        description='Up to 5 of "W:H" (integers in (0, 20), W/H in [0.5, 2]) or ["auto"] (the default); '
+        "a JSON array in a string is accepted too.",
     )
-    InclusionHints: list[str] | str | None = Field(
-        None, description='At most one free-text hint, e.g. ["face"].'
-    )
-    CredentialConfig: dict[str, Any] | str | None = Field(
-        None, description="Accepted for IMM parity; ignored."
-    )
+    InclusionHints: (
+        Annotated[list[Annotated[str, Field(max_length=MAX_HINT_LENGTH)]], Field(max_length=MAX_HINTS)]
+        | Annotated[str, Field(max_length=MAX_LIST_PARAM_LENGTH)]
+        | None
+    ) = Field(None, description='At most one free-text hint of up to 64 characters, e.g. ["face"].')
+    CredentialConfig: (
+        dict[str, Any] | Annotated[str, Field(max_length=MAX_CREDENTIAL_CONFIG_LENGTH)] | None
+    ) = Field(None, description="Accepted for IMM parity (a JSON object, at most 8 kB); ignored.")
     CallbackURL: str | None = Field(
-        None, max_length=2048, description="http(s) URL that receives the finished job."
+        None, max_length=MAX_CALLBACK_URL_LENGTH, description="http(s) URL that receives the finished job."
     )
     UserData: str | None = Field(
-        None, max_length=2048, description="Echoed back in the job and the callback."
+        None, max_length=MAX_USER_DATA_LENGTH, description="Echoed back in the job and the callback."
     )
     IdempotencyKey: str | None = Field(
         None,
         min_length=1,
-        max_length=128,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
         description="Same key within the result TTL returns the first job.",
     )
 
@@ -56,7 +94,7 @@ class SubmitBatchResponse(BaseModel):
 class ProjectPutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    Buckets: list[str] = Field(
+    Buckets: list[Annotated[str, Field(max_length=63)]] = Field(
         default_factory=list, max_length=100, description="Buckets the project may read."
     )
 
@@ -65,4 +103,18 @@ class ProjectResponse(BaseModel):
     ProjectName: str
     Buckets: list[str]
     CreatedAt: str
-    WebhookSecret: str
+    WebhookSecret: str = Field(description="The current signing secret of the project's callbacks.")
+    PreviousWebhookSecretExpiresAt: str | None = Field(
+        None,
+        description="After a rotation: until when (ISO 8601 UTC) the replaced secret still signs too.",
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (IMM's body)."""
+
+    RequestId: str
+    HostId: str
+    Code: str = Field(description='e.g. "InvalidArgument", "Forbidden", "ResourceNotFound", "Throttling".')
+    Message: str
+    Recommend: str

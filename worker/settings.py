@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     rpc_wait_seconds: float = Field(
         8.5, gt=0, description="How long the IMM RPC face waits for a result (the SDK gives up at 10 s)."
     )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body the API reads, bytes; a larger one gets 413 before anything "
+        "parses it (a 100-job batch whose jobs carry 2 kB of UserData and of CallbackURL is about 500 kB).",
+    )
     # --- jobs ---
     result_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=60, description="How long job records and results are kept."

@@ -6,12 +6,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from api.auth.ratelimit import charge_rate_limit
 from api.deps import CeleryDep, PrincipalDep, RedisDep, SettingsDep, require_project_access
 from api.errors import ImmError, invalid_argument, not_found, request_id_of
-from api.jobs import JobParams, build_params, submit_job, validate_project_name, wait_for_job
+from api.jobs import JobParams, build_params, get_job, submit_job, wait_for_job
 from api.metrics import JOBS_SUBMITTED
-from api.projects import load_project
-from api.schemas import SubmitBatchRequest, SubmitBatchResponse, SubmitJobRequest, SubmitJobResponse
+from api.openapi import error_responses
+from api.projects import load_project, webhook_box
+from api.schemas import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    ProjectNamePath,
+    RequestIdPath,
+    SubmitBatchRequest,
+    SubmitBatchResponse,
+    SubmitJobRequest,
+    SubmitJobResponse,
+)
 from worker.contracts import Job
 
 router = APIRouter(prefix="/v1/projects/{ProjectName}/crop-jobs", tags=["crop-jobs"])
@@ -30,9 +40,15 @@ def _params_of(project: str, body: SubmitJobRequest, idempotency_header: str | N
     )
 
 
-@router.post("", status_code=202, response_model=SubmitJobResponse, operation_id="submit_crop_job")
+@router.post(
+    "",
+    status_code=202,
+    response_model=SubmitJobResponse,
+    operation_id="submit_crop_job",
+    responses=error_responses(),
+)
 async def submit(
-    ProjectName: str,
+    ProjectName: ProjectNamePath,
     body: SubmitJobRequest,
     request: Request,
     response: Response,
@@ -40,7 +56,9 @@ async def submit(
     r: RedisDep,
     celery: CeleryDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
+    ] = None,
 ) -> SubmitJobResponse:
     require_project_access(principal, ProjectName)
     params = _params_of(ProjectName, body, idempotency_key)
@@ -51,10 +69,14 @@ async def submit(
 
 
 @router.post(
-    ":batch", status_code=202, response_model=SubmitBatchResponse, operation_id="submit_crop_job_batch"
+    ":batch",
+    status_code=202,
+    response_model=SubmitBatchResponse,
+    operation_id="submit_crop_job_batch",
+    responses=error_responses(),
 )
 async def submit_batch(
-    ProjectName: str,
+    ProjectName: ProjectNamePath,
     body: SubmitBatchRequest,
     request: Request,
     principal: PrincipalDep,
@@ -63,15 +85,18 @@ async def submit_batch(
     settings: SettingsDep,
 ) -> SubmitBatchResponse:
     """Submit up to 100 jobs at once. Every job is validated first: one bad job refuses the whole batch
-    (naming its index) and nothing is queued. Each job gets its own RequestId, poll and callback."""
+    (naming its index) and nothing is queued. Each job gets its own RequestId, poll and callback, and costs
+    one unit of the key's rate limit."""
     require_project_access(principal, ProjectName)
+    # Authentication charged one unit; the other jobs are charged before anything is queued.
+    await charge_rate_limit(r, principal.access_key_id, len(body.Jobs) - 1, settings.rate_limit_per_minute)
     params = []
     for i, item in enumerate(body.Jobs):
         try:
             params.append(_params_of(ProjectName, item, None))
         except ImmError as e:
             raise ImmError(e.status, e.code, f"Jobs[{i}]: {e.message}") from None
-    project = await load_project(r, ProjectName)
+    project = await load_project(r, ProjectName, webhook_box(settings))
     if project is None:
         raise not_found("project")
     for i, p in enumerate(params):
@@ -88,10 +113,16 @@ async def submit_batch(
     return SubmitBatchResponse(Jobs=accepted)
 
 
-@router.get("/{RequestId}", response_model=Job, response_model_exclude_none=True, operation_id="get_crop_job")
+@router.get(
+    "/{RequestId}",
+    response_model=Job,
+    response_model_exclude_none=True,
+    operation_id="get_crop_job",
+    responses=error_responses(),
+)
 async def get(
-    ProjectName: str,
-    RequestId: str,
+    ProjectName: ProjectNamePath,
+    RequestId: RequestIdPath,
     principal: PrincipalDep,
     r: RedisDep,
     settings: SettingsDep,
@@ -100,10 +131,15 @@ async def get(
     ] = 0,
 ) -> Job:
     require_project_access(principal, ProjectName)
-    validate_project_name(ProjectName)
     if wait > settings.max_wait_seconds:
         raise ImmError(400, "InvalidArgument", f"wait is at most {settings.max_wait_seconds} seconds.")
-    job = await wait_for_job(r, RequestId, wait)
+    # The job's project is checked before any wait: another project's job answers 404 at once, so the
+    # time of the answer tells nothing about which RequestIds exist.
+    job = await get_job(r, RequestId)
     if job is None or job.ProjectName != ProjectName:
         raise not_found("job", f"The specified crop job {RequestId!r} is not found.")
+    if wait > 0 and not job.Status.finished:
+        job = await wait_for_job(r, RequestId, wait)
+        if job is None:  # expired or withdrawn meanwhile
+            raise not_found("job", f"The specified crop job {RequestId!r} is not found.")
     return job

@@ -1,4 +1,8 @@
-"""Projects: which buckets a project's jobs may read, and its webhook secret."""
+"""Projects: which buckets a project's jobs may read, and its webhook secrets.
+
+Only an admin key (``Projects ["*"]``) creates projects or changes what they may read; a project's own key
+may read its project and rotate its webhook secret.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ from fastapi import APIRouter, Response
 
 from api.deps import PrincipalDep, RedisDep, SecretBoxDep, require_project_access
 from api.errors import ImmError, not_found
-from api.jobs import validate_project_name
-from api.projects import load_project, put_project
-from api.schemas import ProjectPutRequest, ProjectResponse
-from worker.projects import Project, webhook_secret
+from api.openapi import error_responses
+from api.projects import load_project, put_project, rotate_webhook_secret
+from api.schemas import ProjectNamePath, ProjectPutRequest, ProjectResponse
+from worker.projects import Project, previous_secret_active, webhook_secret
 from worker.sealing import SealingError, SecretBox
 
 log = structlog.get_logger("cropq.projects")
@@ -21,23 +25,23 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"])
 @router.put(
     "/{ProjectName}",
     response_model=ProjectResponse,
+    response_model_exclude_none=True,
     operation_id="put_project",
-    responses={201: {"model": ProjectResponse}},
+    responses={201: {"model": ProjectResponse}, **error_responses()},
 )
 async def put(
-    ProjectName: str,
+    ProjectName: ProjectNamePath,
     body: ProjectPutRequest,
     principal: PrincipalDep,
     r: RedisDep,
     box: SecretBoxDep,
     response: Response,
 ) -> ProjectResponse:
-    validate_project_name(ProjectName)
-    existing = await load_project(r, ProjectName)
-    # Creating needs an admin key ("*"); updating needs a key of the project.
-    if existing is None and not principal.is_admin:
-        raise ImmError(403, "Forbidden", 'Only an access key with Projects ["*"] may create projects.')
-    require_project_access(principal, ProjectName)
+    """Create a project or replace its Buckets (an admin key only: a project key cannot widen its access)."""
+    if not principal.is_admin:
+        raise ImmError(
+            403, "Forbidden", 'Only an access key with Projects ["*"] may create projects or change them.'
+        )
     try:
         project, created = await put_project(r, ProjectName, body.Buckets, box)
     except SealingError as exc:
@@ -46,12 +50,47 @@ async def put(
     return _response(project, box)
 
 
-@router.get("/{ProjectName}", response_model=ProjectResponse, operation_id="get_project")
-async def get(ProjectName: str, principal: PrincipalDep, r: RedisDep, box: SecretBoxDep) -> ProjectResponse:
+@router.get(
+    "/{ProjectName}",
+    response_model=ProjectResponse,
+    response_model_exclude_none=True,
+    operation_id="get_project",
+    responses=error_responses(),
+)
+async def get(
+    ProjectName: ProjectNamePath, principal: PrincipalDep, r: RedisDep, box: SecretBoxDep
+) -> ProjectResponse:
     require_project_access(principal, ProjectName)
-    project = await load_project(r, ProjectName)
+    try:
+        project = await load_project(r, ProjectName, box)
+    except SealingError as exc:
+        raise _unsealable(exc) from None
     if project is None:
         raise not_found("project")
+    return _response(project, box)
+
+
+@router.post(
+    "/{ProjectName}/webhook-secret:rotate",
+    response_model=ProjectResponse,
+    response_model_exclude_none=True,
+    operation_id="rotate_webhook_secret",
+    responses=error_responses(),
+)
+async def rotate(
+    ProjectName: ProjectNamePath, principal: PrincipalDep, r: RedisDep, box: SecretBoxDep
+) -> ProjectResponse:
+    """Make a new webhook secret. Callbacks are signed with the new and the replaced secret until
+    ``PreviousWebhookSecretExpiresAt`` (24 h), so receivers can switch without losing a callback; rotating
+    again within that time ends the older secret's grace at once."""
+    require_project_access(principal, ProjectName)
+    try:
+        project = await rotate_webhook_secret(r, ProjectName, box)
+    except SealingError as exc:
+        raise _unsealable(exc) from None
+    if project is None:
+        raise not_found("project")
+    log.info("webhook_secret_rotated", project=ProjectName)
     return _response(project, box)
 
 
@@ -61,7 +100,14 @@ def _response(project: Project, box: SecretBox) -> ProjectResponse:
         secret = webhook_secret(project, box)
     except SealingError as exc:
         raise _unsealable(exc) from None
-    return ProjectResponse.model_validate({**project.model_dump(), "WebhookSecret": secret})
+    grace = project.PreviousWebhookSecretExpiresAt if previous_secret_active(project) else None
+    return ProjectResponse(
+        ProjectName=project.ProjectName,
+        Buckets=project.Buckets,
+        CreatedAt=project.CreatedAt,
+        WebhookSecret=secret,
+        PreviousWebhookSecretExpiresAt=grace,
+    )
 
 
 def _unsealable(exc: SealingError) -> ImmError:

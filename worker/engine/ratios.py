@@ -16,12 +16,61 @@ from worker.engine.errors import InvalidAspectRatio, InvalidInclusionHints
 MAX_RATIOS = 5
 MAX_HINTS = 1
 MAX_HINT_LENGTH = 64
+MAX_RATIO_LENGTH = 16
+# The JSON-array-in-a-string forms are bounded before they are decoded: a valid one is a flat list far below
+# these, and a huge or deeply nested document must cost nothing (json.loads recurses).
+MAX_PARAM_CHARS = 1024
+MAX_PARAM_DEPTH = 4
 AUTO = "auto"
 DEFAULT_RATIOS: tuple[str, ...] = (AUTO,)
 # Ratios `auto` chooses among: the common ones inside IMM's [0.5, 2] range.
 AUTO_CANDIDATES: tuple[str, ...] = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "2:1", "1:2")
 
-_RATIO_RE = re.compile(r"([0-9]+):([0-9]+)")
+# Bounded digits: int() never sees a 5,000-digit number (Python refuses those with a ValueError).
+_RATIO_RE = re.compile(r"([0-9]{1,15}):([0-9]{1,15})")
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``repr`` of what the client sent, cut to ``limit`` characters for messages."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def json_depth_exceeds(text: str, max_depth: int) -> bool:
+    """Does the JSON text nest arrays/objects deeper than ``max_depth``? A linear scan, no recursion."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def loads_bounded(
+    text: str, name: str, max_chars: int = MAX_PARAM_CHARS, max_depth: int = MAX_PARAM_DEPTH
+) -> object:
+    """``json.loads`` of a parameter that carries JSON in a string, after its length and nesting are checked.
+    Raises ValueError with a message naming ``name``."""
+    if len(text) > max_chars:
+        raise ValueError(f"{name} is at most {max_chars} characters, got {len(text)}")
+    if json_depth_exceeds(text, max_depth):
+        raise ValueError(f"{name} nests JSON deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError(f"{name} is not valid JSON: {shown(text)}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +94,10 @@ def parse_ratio(text: str) -> AspectRatio | None:
         raise InvalidAspectRatio(f"AspectRatios entry {text!r} is not a string")
     if text == AUTO:
         return None
+    if len(text) > MAX_RATIO_LENGTH:
+        raise InvalidAspectRatio(
+            f"AspectRatios entry {shown(text)} is longer than {MAX_RATIO_LENGTH} characters"
+        )
     m = _RATIO_RE.fullmatch(text)
     if m is None:
         raise InvalidAspectRatio(f"AspectRatios entry {text!r} is not 'auto' or 'W:H' with integers W and H")
@@ -76,10 +129,10 @@ def ratios_from_param(value: str | Sequence[str] | None) -> list[str]:
         return list(DEFAULT_RATIOS)
     if isinstance(value, str):
         try:
-            decoded = json.loads(value)
-        except ValueError:
+            decoded = loads_bounded(value, "AspectRatios")
+        except ValueError as e:
             raise InvalidAspectRatio(
-                f'AspectRatios must be a JSON array of strings such as ["1:1"], got {value[:80]!r}'
+                f'{e}; AspectRatios must be a JSON array of strings such as ["1:1"]'
             ) from None
         if not isinstance(decoded, list) or not all(isinstance(e, str) for e in decoded):
             raise InvalidAspectRatio('AspectRatios must be a JSON array of strings such as ["1:1"]')
@@ -95,10 +148,10 @@ def hints_from_param(value: str | Sequence[str] | None) -> list[str]:
         return []
     if isinstance(value, str):
         try:
-            decoded = json.loads(value)
-        except ValueError:
+            decoded = loads_bounded(value, "InclusionHints")
+        except ValueError as e:
             raise InvalidInclusionHints(
-                'InclusionHints must be a JSON array of strings such as ["face"]'
+                f'{e}; InclusionHints must be a JSON array of strings such as ["face"]'
             ) from None
         if not isinstance(decoded, list):
             raise InvalidInclusionHints('InclusionHints must be a JSON array of strings such as ["face"]')
