@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import Stack
 
@@ -281,3 +282,26 @@ def test_malformed_input_never_gets_a_5xx(stack: Stack, project: tuple[str, str]
         # A huge header is refused or ignored by the server, never a 5xx.
         r = c.get(f"/v1/projects/{name}", headers={"X-Pad": "p" * 60_000})
         assert r.status_code < 500, r.text
+
+
+def test_a_batch_costs_one_rate_limit_unit_per_job(make_stack: Any) -> None:
+    limited: Stack = make_stack(workers=0, rate_limit_per_minute="50")
+    name, bucket = limited.project()  # 1 unit
+    queue = limited.env["CROPQ_QUEUE_NAME"]
+    job = {"SourceURI": f"oss://{bucket}/a.jpg"}
+    r = redis.Redis.from_url(limited.redis_url)
+    try:
+        with limited.http() as c:
+            refused = c.post(f"/v1/projects/{name}/crop-jobs:batch", json={"Jobs": [job] * 60})
+            assert refused.status_code == 429 and refused.json()["Code"] == "Throttling", refused.text
+            assert int(refused.headers["x-acs-retry-after"]) > 0
+            assert r.llen(queue) == 0  # nothing queued
+            accepted = c.post(f"/v1/projects/{name}/crop-jobs:batch", json={"Jobs": [job] * 40})
+            assert accepted.status_code == 202, accepted.text
+            assert r.llen(queue) == 40
+            # 1 + 1 + 40 units spent: a 10-job batch no longer fits in the minute.
+            again = c.post(f"/v1/projects/{name}/crop-jobs:batch", json={"Jobs": [job] * 10})
+            assert again.status_code == 429, again.text
+            assert r.llen(queue) == 40
+    finally:
+        r.close()
