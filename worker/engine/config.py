@@ -14,6 +14,21 @@ class EngineConfig:
     # --- decoding -------------------------------------------------------------------------------------
     max_pixels: int = 100_000_000
     """Refuse images whose header announces more pixels than this (decompression-bomb guard)."""
+    max_jpeg_scans: int = 100
+    """Refuse JPEGs with more scans (SOS markers of the main image) than this. Each scan of a progressive
+    JPEG is a pass over every coefficient of the image, so a small file of thousands of empty scans keeps
+    a decoder busy for minutes (libjpeg-turbo's answer is a scan limit: djpeg ``-maxscans``). Real
+    encoders write 10 (libjpeg's default script, 6 for grey) to a few dozen (mozjpeg's optimised
+    scans)."""
+    decode_memory_bytes: int = 640 * 1024 * 1024
+    """Budget of one decode, estimated from the header before any pixel is decoded (see
+    ``preflight.estimate_decode_bytes``) and, when the decode is isolated, enforced as the child's
+    address-space limit above what it inherited."""
+    decode_time_limit: float = 8.0
+    """Seconds one isolated decode may take (wall clock, and CPU through ``RLIMIT_CPU``)."""
+    decode_isolated: bool = False
+    """Decode in a forked child with memory and CPU limits that the caller kills at the time limit (the
+    workers and ``cropq crop`` set this; the library default decodes in-process)."""
     analysis_long_side: int = 160
     """Feature maps and window search run on a copy whose long side is at most this many pixels (human
     fixations spread over ~3% of the long side, so finer maps add cost, not accuracy)."""

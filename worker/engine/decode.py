@@ -1,16 +1,20 @@
 """Bytes -> a small RGB array for analysis, plus the displayed (EXIF-oriented) size of the full image.
 
-The pixel cap is checked on the header before any pixel is decoded. JPEGs are decoded with DCT scaling
-(Pillow ``draft``), so a 12 MP photo costs about a 1/8-scale decode. Every mode Pillow opens (16-bit,
-grayscale, CMYK, palette, alpha) ends as 8-bit RGB; alpha is kept as a mask so that transparent pixels
-attract nothing. Every failure is an :class:`UnsupportedImage` or :class:`ImageTooLarge`.
+The header is checked before any pixel is decoded (``preflight.py``: format allow-list, pixel cap, JPEG
+scan limit, decode memory budget). JPEGs (and MPOs) are decoded with DCT scaling, so a 12 MP photo costs
+about a 1/8-scale decode. Every mode Pillow opens (16-bit, grayscale, CMYK, palette, alpha) ends as 8-bit
+RGB; alpha is kept as a mask so that transparent pixels attract nothing. Every failure is an
+:class:`UnsupportedImage`, :class:`ImageTooLarge` or :class:`ImageTooComplex`.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +23,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
+from worker.engine import preflight
 from worker.engine.config import EngineConfig
-from worker.engine.errors import ImageTooLarge, UnsupportedImage
+from worker.engine.errors import CropError, ImageTooLarge, UnsupportedImage
+from worker.engine.preflight import ALLOWED_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -170,48 +176,97 @@ def _decode_jpeg_reduced(data: bytes, source_long: int, long_side: int) -> NDArr
     return None
 
 
-def decode(data: bytes, config: EngineConfig, long_side: int | None = None) -> Decoded:
-    """Decode ``data`` to an RGB copy whose long side is at most ``long_side`` (never upscaled; by
-    default :func:`working_long_side`)."""
-    if not data:
-        raise UnsupportedImage("The image is empty (0 bytes)")
+def _open_formats() -> list[str]:
+    """The allowed formats Pillow has openers for (HEIF only with pillow-heif; MPO comes from JPEG's)."""
+    Image.init()
+    return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+
+
+@contextmanager
+def _decode_errors() -> Iterator[None]:
+    """Every failure of Pillow or a C decoder as one of the engine's errors."""
     try:
         with warnings.catch_warnings():
-            # Pillow's own bomb warning is superseded by our explicit cap below.
+            # Pillow's own bomb warning is superseded by our explicit caps.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            width, height = im.size
-            if width <= 0 or height <= 0:
-                raise UnsupportedImage("The image header announces an empty image")
-            if width * height > config.max_pixels:
-                raise ImageTooLarge(
-                    f"The image has {width}x{height} = {width * height} pixels; "
-                    f"the limit is {config.max_pixels}"
-                )
-            orientation = _orientation(im)
-            if long_side is None:
-                long_side = working_long_side(width * height, config)
-            if im.format == "JPEG" and im.mode in ("RGB", "L"):
-                fast = _decode_jpeg_reduced(data, max(width, height), long_side)
-                if fast is not None:
-                    if orientation >= 5:
-                        width, height = height, width
-                    return Decoded(rgb=shrink(fast, long_side), alpha=None, width=width, height=height)
-            if im.format == "JPEG":
-                # DCT scaling: libjpeg decodes at 1/2, 1/4 or 1/8 while staying >= the requested size.
-                scale = long_side / max(width, height)
-                im.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-            im.seek(0)  # GIF/APNG/TIFF: the first frame
-            im.load()
-            rgb, alpha = _to_rgb_array(_reduce_early(im, long_side), long_side)
-    except (ImageTooLarge, UnsupportedImage):
+            yield
+    except CropError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"The image is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
-        raise UnsupportedImage("The bytes are not an image in a supported format") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError, IndexError) as exc:
+        raise UnsupportedImage(
+            "The bytes are not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/AVIF)"
+        ) from None
+    except MemoryError:
+        raise ImageTooLarge("The image needs more memory to decode than its budget allows") from None
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, struct.error) as exc:
         raise UnsupportedImage(f"The image cannot be decoded (corrupt or truncated): {exc}") from None
+
+
+def _open_checked(data: bytes, config: EngineConfig, long_side: int | None) -> tuple[Image.Image, int]:
+    """Open the header and refuse, before any pixel is decoded, what the format allow-list, the pixel cap,
+    the JPEG scan limit or the decode memory budget forbid. Returns the image and the working long side."""
+    if not data:
+        raise UnsupportedImage("The image is empty (0 bytes)")
+    im = Image.open(io.BytesIO(data), formats=_open_formats())
+    preflight.refuse_format(im.format)
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise UnsupportedImage("The image header announces an empty image")
+    if width * height > config.max_pixels:
+        raise ImageTooLarge(
+            f"The image has {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
+        )
+    if long_side is None:
+        long_side = working_long_side(width * height, config)
+    fmt = im.format or ""
+    layout = preflight.jpeg_layout(data, config.max_jpeg_scans) if fmt in preflight.JPEG_FORMATS else None
+    estimate = preflight.estimate_decode_bytes(
+        fmt, im.mode, width, height, long_side, transparency="transparency" in im.info, jpeg=layout
+    )
+    preflight.check_budget(estimate, config.decode_memory_bytes, width, height, fmt)
+    return im, long_side
+
+
+def inspect(data: bytes, config: EngineConfig, long_side: int | None = None) -> None:
+    """The header checks of :func:`decode` alone (cheap: no pixel is decoded)."""
+    with _decode_errors():
+        _open_checked(data, config, long_side)
+
+
+def decode(data: bytes, config: EngineConfig, long_side: int | None = None) -> Decoded:
+    """Decode ``data`` to an RGB copy whose long side is at most ``long_side`` (never upscaled; by
+    default :func:`working_long_side`). With ``config.decode_isolated`` the header is checked here and the
+    pixels are decoded in a sandboxed child (``sandbox.py``)."""
+    if config.decode_isolated:
+        inspect(data, config, long_side)  # refusals need no child
+        from worker.engine.sandbox import run_isolated
+
+        return run_isolated(decode_in_process, data, config, long_side)
+    return decode_in_process(data, config, long_side)
+
+
+def decode_in_process(data: bytes, config: EngineConfig, long_side: int | None = None) -> Decoded:
+    """:func:`decode` in this process, whatever ``config.decode_isolated`` says."""
+    with _decode_errors():
+        im, long_side = _open_checked(data, config, long_side)
+        width, height = im.size
+        orientation = _orientation(im)
+        is_jpeg = im.format in preflight.JPEG_FORMATS
+        if is_jpeg and im.mode in ("RGB", "L"):
+            fast = _decode_jpeg_reduced(data, max(width, height), long_side)
+            if fast is not None:
+                if orientation >= 5:
+                    width, height = height, width
+                return Decoded(rgb=shrink(fast, long_side), alpha=None, width=width, height=height)
+        if is_jpeg:
+            # DCT scaling: libjpeg decodes at 1/2, 1/4 or 1/8 while staying >= the requested size.
+            scale = long_side / max(width, height)
+            im.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        im.seek(0)  # GIF/APNG/TIFF/MPO: the first frame
+        im.load()
+        rgb, alpha = _to_rgb_array(_reduce_early(im, long_side), long_side)
 
     transpose = _TRANSPOSE.get(orientation)
     if transpose is not None:

@@ -27,3 +27,10 @@ class ImageTooLarge(CropError):
     """The header announces more pixels than the configured cap: refused before decoding."""
 
     code = "InvalidArgument.ImageTooLarge"
+
+
+class ImageTooComplex(CropError):
+    """The image would cost more decoder time than any real photo: a progressive JPEG with more scans than
+    real encoders write, or a decode that outlived its time budget."""
+
+    code = "InvalidArgument.ImageTooComplex"
