@@ -95,6 +95,23 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         100_000_000, ge=1, description="Pixel cap, read from the header before decoding."
     )
+    decode_memory_mb: int = Field(
+        640,
+        ge=64,
+        description="Memory budget of one image decode, MB: estimated from the header (pixels x bytes a "
+        "pixel as each format's decoder holds them; a JPEG decodes at 1/8 scale but a progressive one keeps "
+        "a full-size coefficient buffer) and refused above it; enforced as the decode child's address-space "
+        "limit. 640 accepts 100 MP JPEGs (progressive ones too) and RGB PNGs, RGBA PNGs to about 75 MP and "
+        "WebPs to about 40 MP, and keeps the decode child of a worker under 1 GB.",
+    )
+    decode_time_limit_seconds: float = Field(
+        8.0,
+        gt=0,
+        le=300,
+        description="Time budget of one image decode (wall clock and CPU), seconds: the decode runs in a "
+        "child process that is killed when it is spent, and the job fails with "
+        "InvalidArgument.ImageTooComplex after one attempt. A 100 MP PNG decodes in about 0.5 s.",
+    )
     queue_name: str = Field("cropq", description="Celery queue the crop jobs travel on.")
     object_detection: Literal["always", "no_faces", "hint", "off"] = Field(
         "always",
@@ -221,3 +238,6 @@ def engine_config(settings: Settings) -> EngineConfig:
         object_detection=settings.object_detection,
         detect_long_side=settings.face_detect_long_side,
     )
+        decode_memory_bytes=settings.decode_memory_mb * 1024 * 1024,
+        decode_time_limit=settings.decode_time_limit_seconds,
+        decode_isolated=True,  # workers and `cropq crop` alike: a hostile file cannot hold the process
