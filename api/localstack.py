@@ -229,10 +229,24 @@ def start_api(env: Mapping[str, str], host: str, port: int, log_path: Path) -> M
     return proc
 
 
-def start_worker(
-    env: Mapping[str, str], name: str, concurrency: int, queue: str, log_path: Path
-) -> ManagedProcess:
-    argv = [
+class WorkerProcess(ManagedProcess):
+    """A crop worker with the callback worker started beside it (``webhooks``): stopping one stops both.
+
+    Everything else (pid, alive, signals, log) is the crop worker's, so its prefork child is its only
+    child process and a test that kills it kills only the crop side."""
+
+    webhooks: ManagedProcess | None = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.webhooks is not None:
+            self.webhooks.signal_group(signal.SIGTERM)  # both drain at once
+        super().stop(timeout)
+        if self.webhooks is not None:
+            self.webhooks.stop(timeout)
+
+
+def _celery_worker_argv(queue: str, node: str, concurrency: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "celery",
@@ -242,7 +256,7 @@ def start_worker(
         "-Q",
         queue,
         "-n",
-        f"{name}@%h",
+        f"{node}@%h",
         "--concurrency",
         str(concurrency),
         "--prefetch-multiplier",
@@ -254,7 +268,26 @@ def start_worker(
         "--loglevel",
         "INFO",
     ]
-    return ManagedProcess(f"worker {name}", argv, log_path, env=env)
+
+
+def start_worker(
+    env: Mapping[str, str], name: str, concurrency: int, queue: str, log_path: Path
+) -> WorkerProcess:
+    """A crop worker consuming ``queue`` plus a callback worker consuming its webhook queue, as two
+    processes: a receiver that answers slowly holds a callback child, never a crop child. The callback
+    worker's node name (``webhooks-<name>``) keeps it out of the crop workers' heartbeat count."""
+    from worker.settings import Settings
+    from worker.webhooks import webhook_queue
+
+    hooks = int(env.get("CROPQ_WEBHOOK_CONCURRENCY") or Settings.model_fields["webhook_concurrency"].default)
+    worker = WorkerProcess(f"worker {name}", _celery_worker_argv(queue, name, concurrency), log_path, env=env)
+    worker.webhooks = ManagedProcess(
+        f"webhooks {name}",
+        _celery_worker_argv(webhook_queue(queue), f"webhooks-{name}", hooks),
+        log_path.with_name(f"{log_path.stem}-webhooks{log_path.suffix}"),
+        env=env,
+    )
+    return worker
 
 
 def wait_for_workers(

@@ -106,15 +106,15 @@ def run_up(port: int | None, workers: int | None) -> int:
         settings = Settings(_env_file=None, **_settings_kwargs(env))
         n = workers or settings.workers
         for i in range(n):
-            procs.append(
-                start_worker(
-                    env,
-                    f"w{i + 1}",
-                    settings.worker_concurrency,
-                    settings.queue_name,
-                    data / "logs" / f"worker-{i + 1}.log",
-                )
+            worker = start_worker(
+                env,
+                f"w{i + 1}",
+                settings.worker_concurrency,
+                settings.queue_name,
+                data / "logs" / f"worker-{i + 1}.log",
             )
+            # Each crop worker comes with a callback worker on the webhook queue; both are supervised.
+            procs.extend(p for p in (worker, worker.webhooks) if p is not None)
         procs.append(start_api(env, settings.api_host, settings.api_port, data / "logs" / "api.log"))
         url = f"http://{settings.api_host}:{settings.api_port}"
         if dev_key is not None:

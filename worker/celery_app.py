@@ -1,7 +1,8 @@
 """The Celery application: broker/back-end wiring and the reliability settings.
 
 Only configuration lives here (importing it never loads OpenCV), so the API can send tasks by name.
-Workers start with ``celery -A worker.celery_app worker -Q cropq``.
+Crop workers start with ``celery -A worker.celery_app worker -Q cropq``; callbacks travel on their own
+queue (``cropq.webhooks``), consumed by separate worker processes so a slow receiver never delays a crop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from celery.signals import setup_logging
 
 from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
+from worker.webhooks import webhook_queue
 
 CROP_TASK = "cropq.crop"
 WEBHOOK_TASK = "cropq.webhook"
@@ -29,7 +31,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
         result_backend=None,
         task_ignore_result=True,  # results live in our own job records
         task_default_queue=s.queue_name,
-        task_routes={CROP_TASK: {"queue": s.queue_name}, WEBHOOK_TASK: {"queue": s.queue_name}},
+        task_routes={
+            CROP_TASK: {"queue": s.queue_name},
+            WEBHOOK_TASK: {"queue": webhook_queue(s.queue_name)},
+        },
         # A job is acknowledged only once it ended, one message is reserved at a time, and a child
         # killed mid-job puts the message back (the attempt counter in the task stops a poison loop).
         task_acks_late=True,

@@ -137,7 +137,19 @@ class Settings(BaseSettings):
             " delay plus webhook_timeout_seconds must stay below visibility_timeout."
         ),
     )
-    webhook_timeout_seconds: float = Field(15.0, gt=0, description="Timeout of one callback POST.")
+    webhook_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Deadline of one callback attempt over the whole exchange (DNS, connect, TLS, send, "
+        "status and headers), however slowly the receiver answers.",
+    )
+    webhook_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Prefork children of each callback worker process (the workers of the "
+        "`<queue_name>.webhooks` queue): callbacks in flight at once per process.",
+    )
     webhook_allowed_cidrs: list[str] = Field(
         default_factory=list,
         description="Private/loopback networks callbacks may reach anyway (JSON list of CIDRs).",

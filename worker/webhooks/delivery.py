@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from worker.webhooks.ssrf import PinnedTransport, SsrfRefused, parse_cidrs
+from worker.webhooks.ssrf import PinnedTransport, Resolver, SsrfRefused, parse_cidrs, system_resolver
 
 USER_AGENT = "cropq-webhooks/1"
 THROTTLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -57,8 +57,12 @@ def deliver(
     headers: Mapping[str, str],
     timeout: float,
     allowed_cidrs: Sequence[str] = (),
+    resolver: Resolver = system_resolver,
 ) -> DeliveryOutcome:
-    """POST ``body`` once to ``url`` through the SSRF-pinning transport. Never raises for network trouble."""
+    """POST ``body`` once to ``url`` through the SSRF-pinning transport. Never raises for network trouble.
+
+    ``timeout`` bounds the whole attempt (DNS, connect, TLS, send, status line and headers), not each
+    read: a receiver dripping its answer byte by byte is cut off at the same time as a silent one."""
     try:
         allowed = parse_cidrs(allowed_cidrs)
     except ValueError as exc:
@@ -66,7 +70,7 @@ def deliver(
     all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
     # trust_env=False: no proxy or netrc from the environment may bypass the pinned connection.
     with httpx.Client(
-        transport=PinnedTransport(allowed, resolve_timeout=timeout),
+        transport=PinnedTransport(allowed, resolver=resolver, deadline=timeout),
         follow_redirects=False,
         trust_env=False,
         timeout=httpx.Timeout(timeout),
@@ -80,7 +84,7 @@ def deliver(
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return DeliveryOutcome(delivered=False, refused=True, error=f"invalid URL: {exc}")
         except httpx.TimeoutException as exc:
-            return DeliveryOutcome(delivered=False, error=f"timeout: {type(exc).__name__}")
+            return DeliveryOutcome(delivered=False, error=f"timeout: {type(exc).__name__}: {exc}"[:300])
         except httpx.HTTPError as exc:
             return DeliveryOutcome(delivered=False, error=f"{type(exc).__name__}: {exc}"[:300])
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from standardwebhooks import Webhook
@@ -23,13 +23,23 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def sign_headers(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
-    """The three signature headers for ``body``, exactly the bytes that will be sent."""
+def sign_headers(
+    secrets: str | Sequence[str], msg_id: str, timestamp: datetime, body: bytes
+) -> dict[str, str]:
+    """The three signature headers for ``body``, exactly the bytes that will be sent.
+
+    With several secrets (the current one and, during a rotation's grace period, the previous one) the
+    ``webhook-signature`` header carries one space-separated ``v1,<sig>`` per secret, as Standard
+    Webhooks allows: a receiver holding any of them verifies."""
     if timestamp.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    if not keys:
+        raise ValueError("at least one secret is needed to sign")
     # Webhook.sign() relabels the tzinfo as UTC instead of converting, so convert first.
     ts = timestamp.astimezone(UTC)
-    signature = Webhook(secret).sign(msg_id=msg_id, timestamp=ts, data=body.decode("utf-8"))
+    data = body.decode("utf-8")
+    signature = " ".join(Webhook(key).sign(msg_id=msg_id, timestamp=ts, data=data) for key in keys)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(ts.timestamp())),

@@ -14,7 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
+import httpcore
 import httpx
+
+from worker.webhooks.deadline import Deadline, DeadlineBackend
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -23,6 +26,8 @@ Resolver = Callable[[str, int], list[IPAddress]]
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 # Written out rather than trusting ``is_global`` alone, whose tables changed between Python patch releases.
+# Every block of IANA's IPv4 and IPv6 special-purpose registries that is not globally reachable, plus
+# multicast and deprecated site-local space.
 BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
     ip_network(n)
     for n in (
@@ -32,9 +37,9 @@ BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "127.0.0.0/8",  # loopback
         "169.254.0.0/16",  # link-local (cloud metadata lives here)
         "172.16.0.0/12",  # private
-        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.0.0/24",  # IETF protocol assignments (DS-Lite, NAT64 discovery...)
         "192.0.2.0/24",  # documentation
-        "192.88.99.0/24",  # 6to4 relay anycast
+        "192.88.99.0/24",  # deprecated 6to4 relay anycast
         "192.168.0.0/16",  # private
         "198.18.0.0/15",  # benchmarking
         "198.51.100.0/24",  # documentation
@@ -44,16 +49,37 @@ BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "::/96",  # unspecified, loopback, deprecated IPv4-compatible
         "64:ff9b:1::/48",  # local-use NAT64
         "100::/64",  # discard
+        "100:0:0:1::/64",  # dummy prefix
         "2001::/23",  # IETF protocol assignments (Teredo, benchmarking, ORCHID)
         "2001:db8::/32",  # documentation
         "3fff::/20",  # documentation
+        "5f00::/16",  # SRv6 SIDs
         "fc00::/7",  # unique local
         "fe80::/10",  # link-local
         "fec0::/10",  # site-local (deprecated)
         "ff00::/8",  # multicast
     )
 )
+# Blocks inside the ones above that the registries mark globally reachable (anycast services).
+GLOBAL_EXCEPTIONS: tuple[IPNetwork, ...] = tuple(
+    ip_network(n)
+    for n in (
+        "192.0.0.9/32",  # Port Control Protocol anycast
+        "192.0.0.10/32",  # TURN anycast
+        "2001:1::1/128",  # Port Control Protocol anycast
+        "2001:1::2/128",  # TURN anycast
+        "2001:1::3/128",  # DNS-SD service registration anycast
+        "2001:3::/32",  # AMT
+        "2001:4:112::/48",  # AS112-v6
+        "2001:20::/28",  # ORCHIDv2
+        "2001:30::/28",  # drone remote ID tags
+    )
+)
+# Only global unicast IPv6 is dialled; everything else left of 2000::/3 is unassigned or local.
+_GLOBAL_UNICAST_V6 = ip_network("2000::/3")
 _NAT64 = ip_network("64:ff9b::/96")
+_TRANSLATED = ip_network("::ffff:0:0:0/96")  # RFC 2765 IPv4-translated (::ffff:0:a.b.c.d)
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)  # interface identifiers ::0:5efe:a.b.c.d / ::200:5efe:a.b.c.d
 
 
 class SsrfRefused(ValueError):
@@ -75,25 +101,69 @@ def parse_cidrs(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
 
 
 def canonical(ip: IPAddress) -> IPAddress:
-    """The IPv4 address hidden in an IPv4-mapped, NAT64 or 6to4 IPv6 address, else ``ip`` itself."""
-    if isinstance(ip, IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip in _NAT64:
-            return IPv4Address(int(ip) & 0xFFFFFFFF)
-        if ip.sixtofour is not None:
-            return ip.sixtofour
+    """The IPv4 address an IPv6 address carries (IPv4-mapped, IPv4-translated, NAT64, 6to4 or ISATAP),
+    else ``ip`` itself. Checking the carried address closes every path from IPv6 to a private IPv4 host."""
+    if not isinstance(ip, IPv6Address):
+        return ip
+    low32 = IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _TRANSLATED or ip in _NAT64:
+        return low32
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP_IDS:
+        return low32
     return ip
 
 
 def is_public(ip: IPAddress) -> bool:
     ip = canonical(ip)
+    if any(ip in net for net in GLOBAL_EXCEPTIONS):
+        return True
+    if isinstance(ip, IPv6Address) and ip not in _GLOBAL_UNICAST_V6:
+        return False
     return ip.is_global and not ip.is_multicast and not any(ip in net for net in BLOCKED_NETWORKS)
 
 
 def is_allowed(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> bool:
     """Public, or inside an allow-listed network (checked on the raw and the unwrapped address)."""
     return is_public(ip) or any(a in net for a in (ip, canonical(ip)) for net in allowed)
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a numeric host stands for, in every spelling ``inet_aton`` accepts (``2130706433``,
+    ``0x7f000001``, ``0177.0.0.1``, ``127.1``) or an IPv6 literal; None for a name. Such hosts are never
+    handed to a resolver: what is checked is what the C library would have made of them."""
+    host = host.removesuffix(".")
+    try:
+        return ip_address(host)
+    except ValueError:
+        pass
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values = []
+    for part in parts:
+        try:
+            if part[:2].lower() == "0x":
+                values.append(int(part[2:], 16))
+            elif len(part) > 1 and part.startswith("0"):
+                values.append(int(part[1:], 8))
+            else:
+                values.append(int(part, 10) if part.isascii() and part.isdigit() else -1)
+        except ValueError:
+            return None
+    if any(v < 0 for v in values):
+        return None
+    # a.b.c.d, a.b.c (c fills 16 bits), a.b (b fills 24 bits), a (32 bits)
+    *head, last = values
+    if any(v > 0xFF for v in head) or last >= 1 << (8 * (4 - len(head))):
+        return None
+    number = last
+    for i, v in enumerate(head):
+        number |= v << (8 * (3 - i))
+    return IPv4Address(number)
 
 
 def system_resolver(host: str, port: int) -> list[IPAddress]:
@@ -131,7 +201,8 @@ def check_url(
     if not host:
         raise SsrfRefused("URL has no host")
     port = url.port or (443 if url.scheme == "https" else 80)
-    addresses = resolve_within(resolver, host, port, resolve_timeout)
+    literal = literal_address(host)
+    addresses = [literal] if literal is not None else resolve_within(resolver, host, port, resolve_timeout)
     if not addresses:
         raise SsrfRefused(f"{host} has no address")
     # Every address must pass: otherwise a mixed answer could steer the connection to the bad one.
@@ -146,7 +217,8 @@ class PinnedTransport(httpx.BaseTransport):
 
     The request keeps its ``Host`` header; https sends the original name as SNI and verifies the
     certificate against it. Use one client per delivery: the connection pool is keyed by IP, so two
-    names sharing an address must not share a TLS connection.
+    names sharing an address must not share a TLS connection. With ``deadline`` (seconds), each request
+    runs against one clock from its DNS lookup to the last byte read (:mod:`worker.webhooks.deadline`).
     """
 
     def __init__(
@@ -156,16 +228,33 @@ class PinnedTransport(httpx.BaseTransport):
         resolver: Resolver = system_resolver,
         resolve_timeout: float | None = None,
         verify: ssl.SSLContext | bool = True,
+        deadline: float | None = None,
     ) -> None:
         self._allowed = tuple(allowed)
         self._resolver = resolver
         self._resolve_timeout = resolve_timeout
-        self._inner = httpx.HTTPTransport(verify=verify, retries=0)
+        self._deadline = deadline
+        self._backend = DeadlineBackend()
+        self._inner = httpx.HTTPTransport(verify=verify, retries=0, trust_env=False)
+        # httpx offers no argument for the network backend: its pool is replaced by the same pool
+        # (TLS context, no retries, no proxy) over the deadline backend.
+        ssl_context = (
+            verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        )
+        self._inner._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context, retries=0, network_backend=self._backend
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        deadline = Deadline(self._deadline) if self._deadline is not None else None
+        self._backend.deadline = deadline
+        resolve_timeout = self._resolve_timeout
         try:
-            ip = check_url(url, self._allowed, self._resolver, self._resolve_timeout)
+            if deadline is not None:
+                budget = deadline.budget(resolve_timeout, ResolveFailed)
+                resolve_timeout = budget
+            ip = check_url(url, self._allowed, self._resolver, resolve_timeout)
         except ResolveFailed as exc:
             exc.request = request
             raise

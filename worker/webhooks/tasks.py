@@ -7,6 +7,7 @@ it is unit-tested with fakes; the Celery task wires the real pieces in and turns
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -17,12 +18,13 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from worker import keys
 from worker.celery_app import WEBHOOK_TASK, app
 from worker.contracts import CallbackState, CallbackStatus, Job, JobStatus, WebhookEvent, utcnow_iso
 from worker.jobstore import JobNotFound, JobStore, connect
-from worker.projects import Project, webhook_secret
+from worker.projects import Project, signing_secrets
 from worker.sealing import WEBHOOK_SECRETS, SealingError, SecretBox
 from worker.settings import WEBHOOK_MAX_DELAY_FACTOR, get_settings
 from worker.stats import record_webhook
@@ -65,7 +67,7 @@ def process_delivery(
     request_id: str,
     *,
     store: Store,
-    secret_for: Callable[[str], str | None],
+    secret_for: Callable[[str], Sequence[str] | None],
     send: Sender,
     retries_done: int,
     schedule: Sequence[float],
@@ -93,8 +95,8 @@ def process_delivery(
         return None
     blog = blog.bind(host=urlsplit(job.CallbackURL).hostname)  # never the full URL: it may carry a token
 
-    secret = secret_for(job.ProjectName)
-    if secret is None:
+    secrets = secret_for(job.ProjectName)
+    if not secrets:
         _record(
             store,
             request_id,
@@ -106,8 +108,13 @@ def process_delivery(
         return None
 
     body = build_body(job)
-    headers = sign_headers(secret, request_id, now(), body)
-    outcome = send(job.CallbackURL, body, headers)
+    headers = sign_headers(secrets, request_id, now(), body)
+    try:
+        outcome = send(job.CallbackURL, body, headers)
+    except SoftTimeLimitExceeded:
+        # The task's time limit fired mid-POST (the attempt's own deadline should have come first): a
+        # failed attempt like any timeout, recorded and retried on the schedule, never a lost callback.
+        outcome = DeliveryOutcome(delivered=False, error="timeout: the attempt hit the task time limit")
 
     if outcome.delivered:
         _record(store, request_id, CallbackStatus.DELIVERED, outcome=outcome, delivered_at=utcnow_iso())
@@ -164,11 +171,20 @@ def _box() -> SecretBox:
     return SecretBox(get_settings().secret_key, WEBHOOK_SECRETS)
 
 
-def load_secret(r: redis.Redis, project_name: str) -> str | None:
+def load_secrets(r: redis.Redis, project_name: str, now: datetime | None = None) -> list[str] | None:
+    """Every secret the project's callbacks are signed with now (the previous one too during a rotation's
+    grace period); None when the project is gone."""
     raw = r.get(keys.project(project_name))
     if raw is None:
         return None
-    return webhook_secret(Project.model_validate_json(raw), _box())
+    return signing_secrets(Project.model_validate_json(raw), _box(), now)
+
+
+# The task's own limits sit just above the attempt's deadline (signing and two Redis writes fit in the
+# margin): the deadline ends a slow receiver; the soft limit is the backstop, counted as a failed attempt.
+TIME_LIMIT_MARGIN_SECONDS = 5
+WEBHOOK_SOFT_TIME_LIMIT = math.ceil(get_settings().webhook_timeout_seconds) + TIME_LIMIT_MARGIN_SECONDS
+WEBHOOK_HARD_TIME_LIMIT = WEBHOOK_SOFT_TIME_LIMIT + TIME_LIMIT_MARGIN_SECONDS
 
 
 @app.task(
@@ -176,6 +192,8 @@ def load_secret(r: redis.Redis, project_name: str) -> str | None:
     bind=True,
     acks_late=True,  # at-least-once: a worker lost mid-POST leaves the message for another worker
     max_retries=len(get_settings().webhook_retry_schedule),
+    soft_time_limit=WEBHOOK_SOFT_TIME_LIMIT,
+    time_limit=WEBHOOK_HARD_TIME_LIMIT,
 )
 def send_callback(self: Task[Any, Any], request_id: str) -> None:
     s = get_settings()
@@ -192,14 +210,15 @@ def send_callback(self: Task[Any, Any], request_id: str) -> None:
         countdown = process_delivery(
             request_id,
             store=JobStore(r, s.result_ttl_seconds),
-            secret_for=lambda name: load_secret(r, name),
+            secret_for=lambda name: load_secrets(r, name),
             send=send,
             retries_done=retries,
             schedule=schedule,
         )
-    except (redis.RedisError, SealingError) as exc:
-        # Redis trouble is transient too, and a worker started with the wrong CROPQ_SECRET_KEY can be
-        # fixed: spend a step of the same schedule rather than lose the callback.
+    except (redis.RedisError, SealingError, SoftTimeLimitExceeded) as exc:
+        # Redis trouble is transient too, a worker started with the wrong CROPQ_SECRET_KEY can be fixed,
+        # and a time limit outside the POST itself is no reason to drop the callback: spend a step of
+        # the same schedule rather than lose it.
         if retries >= len(schedule):
             raise
         log_event = log.error if isinstance(exc, SealingError) else log.warning

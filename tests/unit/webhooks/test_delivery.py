@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -8,8 +10,10 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
+import httpcore
 import pytest
 
+from worker.webhooks.deadline import Deadline
 from worker.webhooks.delivery import deliver, parse_retry_after
 
 LOOPBACK = ["127.0.0.0/8"]
@@ -152,3 +156,46 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after(later, now) == 90.0
     past = format_datetime(datetime(2026, 11, 25, 15, 0, 0, tzinfo=UTC), usegmt=True)
     assert parse_retry_after(past, now) == 0.0
+
+
+@pytest.fixture
+def drip_url() -> Iterator[str]:
+    """A receiver that reads the request, then sends a never-ending header block one byte every 0.1 s
+    (for 3 s at most): every single read is quick, the whole answer never comes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                for byte in (b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 29)[:30]:
+                    time.sleep(0.1)
+                    conn.sendall(bytes([byte]))
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/drip"
+    listener.close()
+
+
+def test_a_dripping_receiver_is_cut_off_at_the_attempt_deadline(drip_url: str) -> None:
+    started = time.monotonic()
+    out = deliver(drip_url, BODY, {}, 0.6, LOOPBACK)
+    took = time.monotonic() - started
+    assert not out.delivered and not out.final and out.status_code is None
+    assert out.error is not None and out.error.startswith("timeout") and "over 0.6 s" in out.error
+    assert 0.5 <= took < 1.5  # per-read timeouts alone would have waited for all 3 s of drip
+
+
+def test_deadline_budget_caps_each_operation_and_refuses_after_it() -> None:
+    now = [100.0]
+    deadline = Deadline(5, clock=lambda: now[0])
+    assert deadline.budget(None, httpcore.ReadTimeout) == 5
+    assert deadline.budget(2, httpcore.ReadTimeout) == 2
+    now[0] = 104.5
+    assert deadline.budget(2, httpcore.ReadTimeout) == pytest.approx(0.5)
+    now[0] = 105.0
+    with pytest.raises(httpcore.WriteTimeout, match="over 5 s"):
+        deadline.budget(2, httpcore.WriteTimeout)

@@ -70,3 +70,26 @@ def test_verify_rejects(secret: str, change_headers: dict[str, str], body: bytes
 def test_sign_then_verify_roundtrip(msg_id: str, text: str) -> None:
     body = text.encode()
     verify(SECRET, sign_headers(SECRET, msg_id, datetime.now(UTC), body), body)
+
+
+OLD = "whsec_" + base64.b64encode(b"o" * 32).decode()
+
+
+def test_several_secrets_give_one_signature_each_and_either_verifies() -> None:
+    headers = sign_headers([SECRET, OLD], "id", datetime.now(UTC), BODY)
+    entries = headers["webhook-signature"].split(" ")
+    assert len(entries) == 2 and all(e.startswith("v1,") for e in entries)
+    verify(SECRET, headers, BODY)  # a receiver that already holds the new secret
+    verify(OLD, headers, BODY)  # one still on the previous secret
+    with pytest.raises(WebhookVerificationError):
+        verify("whsec_" + base64.b64encode(b"x" * 32).decode(), headers, BODY)
+
+
+def test_one_secret_in_a_list_signs_like_the_secret_itself() -> None:
+    ts = datetime(2026, 11, 25, 16, 0, 0, tzinfo=UTC)
+    assert sign_headers([SECRET], "id", ts, BODY) == sign_headers(SECRET, "id", ts, BODY)
+
+
+def test_no_secret_is_refused() -> None:
+    with pytest.raises(ValueError):
+        sign_headers([], "id", datetime.now(UTC), BODY)

@@ -3,20 +3,29 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest.mock import patch
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from structlog.testing import capture_logs
 
-from worker.celery_app import WEBHOOK_TASK, app
+from worker import keys
+from worker.celery_app import CROP_TASK, WEBHOOK_TASK, app
 from worker.contracts import CallbackState, CallbackStatus, Job, JobStatus
 from worker.jobstore import JobNotFound
+from worker.projects import Project, grace_end
+from worker.sealing import WEBHOOK_SECRETS, SecretBox
 from worker.settings import Settings
+from worker.webhooks import tasks as tasks_module
+from worker.webhooks import webhook_queue
 from worker.webhooks.delivery import DeliveryOutcome
 from worker.webhooks.signing import new_secret, verify
-from worker.webhooks.tasks import process_delivery, retry_delay, send_callback
+from worker.webhooks.tasks import load_secrets, process_delivery, retry_delay, send_callback
 
 RID = "8E2A-REQ"
 SECRET = new_secret()
@@ -72,12 +81,13 @@ def make_job(**changes: object) -> Job:
 
 
 def run(
-    store: FakeStore, send: FakeSender, retries_done: int = 0, secret: str | None = SECRET
+    store: FakeStore, send: FakeSender, retries_done: int = 0, secret: str | list[str] | None = SECRET
 ) -> float | None:
+    secrets = [secret] if isinstance(secret, str) else secret
     return process_delivery(
         RID,
         store=store,
-        secret_for=lambda name: secret if name == "demo" else None,
+        secret_for=lambda name: secrets if name == "demo" else None,
         send=send,
         retries_done=retries_done,
         schedule=SCHEDULE,
@@ -277,3 +287,70 @@ def test_long_schedule_fits_a_long_visibility_timeout() -> None:
     s = Settings(webhook_retry_schedule=[60, 600, 3600], visibility_timeout=7300)
     assert s.webhook_retry_schedule == [60, 600, 3600]
     assert Settings(webhook_retry_schedule=[]).webhook_retry_schedule == []  # no retries at all
+
+
+class TimeLimited(FakeSender):
+    """Celery's soft time limit firing in the middle of the POST."""
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> DeliveryOutcome:
+        self.calls.append((url, body, headers))
+        raise SoftTimeLimitExceeded()
+
+
+def test_a_time_limit_hit_mid_post_is_a_failed_attempt_retried_on_schedule() -> None:
+    store = FakeStore(make_job())
+    countdown = run(store, TimeLimited(), retries_done=0)
+    assert countdown is not None and 0.8 * SCHEDULE[0] <= countdown <= 1.2 * SCHEDULE[0]
+    cb = store.callback
+    assert cb is not None and (cb.Status, cb.Attempts) == (CallbackStatus.RETRYING, 1)
+    assert cb.LastError is not None and cb.LastError.startswith("timeout")
+    # ...and on the last step of the schedule it ends the delivery as Failed, recorded, not lost.
+    assert run(store, TimeLimited(), retries_done=len(SCHEDULE)) is None
+    cb = store.callback
+    assert cb is not None and (cb.Status, cb.Attempts) == (CallbackStatus.FAILED, 2)
+
+
+def test_during_a_rotation_both_secrets_sign() -> None:
+    old = new_secret()
+    store, send = FakeStore(make_job()), FakeSender(OK)
+    run(store, send, secret=[SECRET, old])
+    _, body, headers = send.calls[0]
+    verify(SECRET, headers, body)
+    verify(old, headers, body)
+
+
+def test_load_secrets_lists_the_previous_secret_only_during_its_grace() -> None:
+    box = SecretBox(SecretStr("k" * 32), WEBHOOK_SECRETS)
+    new, old = new_secret(), new_secret()
+    now = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)
+    project = Project(
+        ProjectName="demo",
+        CreatedAt="2026-01-01T00:00:00.000Z",
+        WebhookSecret=box.seal("demo", new),
+        PreviousWebhookSecret=box.seal("demo", old),
+        PreviousWebhookSecretExpiresAt=grace_end(now),
+    )
+
+    class FakeRedis:
+        def get(self, key: str) -> bytes | None:
+            return project.model_dump_json().encode() if key == keys.project("demo") else None
+
+    tasks_module._box.cache_clear()
+    try:
+        with patch.object(tasks_module, "_box", lambda: box):
+            r: Any = FakeRedis()
+            assert load_secrets(r, "demo", now) == [new, old]
+            assert load_secrets(r, "demo", now + timedelta(hours=25)) == [new]
+            assert load_secrets(r, "gone", now) is None
+    finally:
+        tasks_module._box.cache_clear()
+
+
+def test_callbacks_travel_on_their_own_queue_with_limits_just_above_the_deadline() -> None:
+    s = Settings()
+    router = app.amqp.router
+    assert router.route({}, WEBHOOK_TASK)["queue"].name == webhook_queue(s.queue_name) == "cropq.webhooks"
+    assert router.route({}, CROP_TASK)["queue"].name == s.queue_name
+    task = app.tasks[WEBHOOK_TASK]
+    assert s.webhook_timeout_seconds < task.soft_time_limit < task.time_limit
+    assert task.time_limit <= s.webhook_timeout_seconds + 15
