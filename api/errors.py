@@ -33,6 +33,7 @@ class ImmError(Exception):
         *,
         recommend: str = "",
         headers: dict[str, str] | None = None,
+        max_message_length: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -40,6 +41,8 @@ class ImmError(Exception):
         self.message = message
         self.recommend = recommend
         self.headers = headers or {}
+        # A longer cap for messages that must quote a whole server-side string (v2's string to sign).
+        self.max_message_length = max_message_length
 
 
 def invalid_argument(message: str) -> ImmError:
@@ -71,11 +74,11 @@ def new_request_id() -> str:
 MAX_MESSAGE_LENGTH = 512
 
 
-def _printable(text: str) -> str:
+def _printable(text: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
     """A message that always encodes (lone surrogates from non-UTF-8 input are escaped) and stays short
     (it may quote what the client sent)."""
-    if len(text) > MAX_MESSAGE_LENGTH:
-        text = text[: MAX_MESSAGE_LENGTH - 3] + "..."
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -85,7 +88,7 @@ def error_response(request: Request, err: ImmError) -> JSONResponse:
         "RequestId": rid,
         "HostId": request.headers.get("host", "")[:255],
         "Code": err.code,
-        "Message": _printable(err.message),
+        "Message": _printable(err.message, err.max_message_length or MAX_MESSAGE_LENGTH),
         "Recommend": err.recommend,
     }
     headers = {"x-acs-request-id": rid, **err.headers}

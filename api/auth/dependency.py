@@ -3,7 +3,8 @@
 Order: STS refused → duplicate parameters refused → scheme picked → signature parsed and bound to what it
 authorises (``IncompleteSignature``) → failed-authentication throttle → key looked up
 (``InvalidAccessKeyId.*``) → signature and clock verified → nonce claimed → rate limit. Every 4xx before
-the rate limit counts as a failed authentication of the client address (and of the claimed key id).
+the rate limit, except a request with no credentials at all, counts as a failed authentication of the
+client address (and of the claimed key id).
 
 What each scheme binds: ACS3 signs the method, path, query, body hash and the listed headers, and an
 unsigned ``content-type`` is refused (it decides whether the body's pairs become parameters). v2 signs only
@@ -75,6 +76,10 @@ def refuse_duplicates(pairs: Sequence[tuple[str, str]]) -> None:
         seen.add(name)
 
 
+class _NoCredentials(ImmError):
+    """No credentials at all: answered at once, and not a failed attempt at anyone's secret."""
+
+
 @dataclass(frozen=True)
 class _Claim:
     """A parsed credential: who it claims to be and how to check it once the key is known."""
@@ -124,8 +129,10 @@ async def _parse(request: Request, headers: list[tuple[str, str]], clock: acs3.C
     if any(name == "SecurityToken" for name, _ in pairs):
         raise _forbidden_sts()
     if not v2.is_v2(pairs):
-        raise acs3.incomplete(
-            "The request is not signed: use the IMM SDK signature or Authorization: Bearer <id>:<secret>."
+        raise _NoCredentials(
+            400,
+            "IncompleteSignature",
+            "The request is not signed: use the IMM SDK signature or Authorization: Bearer <id>:<secret>.",
         )
     # v2 signs neither the path nor a non-form body: anywhere else it could be replayed with new meaning.
     if raw_path != RPC_PATH:
@@ -171,7 +178,7 @@ async def authenticate(request: Request) -> Principal:
             ttl = acs3.nonce_ttl_seconds(signed_at, clock())
             await claim_nonce(redis, key.access_key_id, claim.nonce, ttl)
     except ImmError as err:
-        if 400 <= err.status < 500 and err.code != "Throttling":
+        if 400 <= err.status < 500 and err.code != "Throttling" and not isinstance(err, _NoCredentials):
             await record_auth_failure(redis, address, claim.key_id if claim else None, failures_limit)
         raise
 

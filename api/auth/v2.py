@@ -13,12 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from api.auth.acs3 import Clock, check_nonce_syntax, check_timestamp, incomplete, signature_mismatch, utc_now
+from api.auth.acs3 import Clock, check_nonce_syntax, check_timestamp, incomplete, utc_now
 from api.auth.canonical import canonical_query, percent_encode, wire_bytes
+from api.errors import ImmError
 
 SIGNATURE_METHOD = "HMAC-SHA1"
 SIGNATURE_VERSION = "1.0"
 MISMATCH_MESSAGE = "Specified signature is not matched with our calculation. server string to sign is:"
+# The quoted string to sign grows with the parameters; past this the message is cut (the client then sees
+# a plain mismatch) so an error never echoes a large body back several times over.
+MAX_QUOTED_MESSAGE = 16_384
 # Parameters that steer verification: a second copy would make the request mean two things.
 # The first six are required.
 _SINGLE = (
@@ -97,5 +101,7 @@ def verify_v2(parsed: V2Request, secret: str, *, clock: Clock = utc_now) -> date
     if not hmac.compare_digest(expected.encode(), wire_bytes(parsed.signature)):
         # Alibaba's wording: legacy clients split it at ':' and compare the rest with their own string to
         # sign, to tell a wrong secret from a mangled request. It is public data (no secret, no signature).
-        raise signature_mismatch(MISMATCH_MESSAGE + to_sign)
+        raise ImmError(
+            400, "SignatureDoesNotMatch", MISMATCH_MESSAGE + to_sign, max_message_length=MAX_QUOTED_MESSAGE
+        )
     return check_timestamp(parsed.timestamp, clock(), field="Timestamp")

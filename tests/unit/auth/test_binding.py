@@ -104,6 +104,9 @@ def test_v2_mismatch_names_the_server_string_to_sign(client: TestClient) -> None
     # The legacy client compares what follows the one ':' with its own string to sign.
     assert message.count(":") == 1 and message.split(":")[1].startswith("POST&%2F&")
     assert BOOT_SECRET not in message and params["Signature"] not in message
+    long = v2_params("POST", "n-long", secret="wrong-secret-0000", SourceURI="oss://b/" + "k" * 900)
+    quoted = client.post("/?" + urlencode(long)).json()["Message"]
+    assert len(quoted) > 1000 and quoted.endswith("%26Version%3D2020-09-30")  # whole, not cut at 512
 
 
 @pytest.mark.parametrize(
@@ -153,3 +156,14 @@ def test_failed_authentications_are_throttled(aredis: Redis, redis_url: str) -> 
         over = c.get("/v1/echo", headers={"Authorization": f"Bearer {BOOT_ID}:{BOOT_SECRET}"})
         assert code(over) == (429, "Throttling")
         assert 0 < int(over.headers["x-acs-retry-after"]) <= 60_000
+
+
+def test_requests_without_credentials_are_not_counted_as_failures(aredis: Redis, redis_url: str) -> None:
+    from worker.settings import Settings
+
+    limit = Settings().auth_failures_per_minute
+    with TestClient(make_app(redis_url), base_url="http://127.0.0.1:8000") as c:
+        for _ in range(limit + 5):
+            assert code(c.get("/v1/echo")) == (400, "IncompleteSignature")
+        ok = c.get("/v1/echo", headers={"Authorization": f"Bearer {BOOT_ID}:{BOOT_SECRET}"})
+        assert ok.status_code == 200, ok.text
