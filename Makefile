@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory quality face-scale all clean
+.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory bench-hostile quality face-scale all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-engine: install
 
 bench-memory: install
 	$(BIN)/python bench/memory_bench.py
+
+## Hostile images (generated corpus) against the decode sandbox: code, time, child peak RSS per image.
+bench-hostile: install
+	$(BIN)/python bench/hostile_bench.py
 
 ## Crop quality on an eval folder: make quality EVAL_DIR=/path/to/eval
 quality: install
