@@ -82,6 +82,11 @@ def _corrected(doc: dict[str, Any]) -> dict[str, Any]:
             if set(op.get("tags", ())) & _UNAUTHENTICATED_TAGS:
                 # No authentication, no parameters: only the body cap applies (and readiness may fail).
                 responses.setdefault("413", _error(_ERRORS[413]))
+                if op.get("operationId") == "metrics":
+                    responses["200"] = {
+                        "description": "Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
                 if op.get("operationId") == "readyz":
                     responses.setdefault(
                         "503", {"description": "Redis or S3 is unreachable (Checks says which)."}

@@ -12,6 +12,7 @@ from worker.contracts import JobStatus
 from worker.engine.ratios import MAX_HINT_LENGTH, MAX_HINTS, MAX_RATIOS
 
 PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+SOURCE_URI_PATTERN = r"^(oss|s3)://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 # S3's object keys are at most 1,024 bytes; with a scheme and a bucket name a URI fits in 1,100.
@@ -42,6 +43,8 @@ class SubmitJobRequest(BaseModel):
 
     SourceURI: str = Field(
         max_length=MAX_SOURCE_URI_BYTES,
+        # Documented, checked by the job path (with its own messages) rather than by the model.
+        json_schema_extra={"pattern": SOURCE_URI_PATTERN, "examples": ["oss://photos/photo.jpg"]},
         description="oss://bucket/key or s3://bucket/key (at most 1,100 bytes: S3 keys are at most 1,024); "
         "the bucket must belong to the project.",
     )

@@ -16,6 +16,8 @@ from api.deps import CeleryDep, PrincipalDep, RedisDep, SettingsDep, require_pro
 from api.errors import JSON_MEDIA_TYPE, ImmError, invalid_argument, request_id_of, service_unavailable
 from api.jobs import build_params, submit_job, wait_for_job
 from api.metrics import JOBS_SUBMITTED
+from api.openapi import error_responses
+from api.schemas import MAX_SOURCE_URI_BYTES, PROJECT_NAME_PATTERN, SOURCE_URI_PATTERN
 from worker.contracts import Job, JobStatus
 
 router = APIRouter(tags=["imm-rpc"])
@@ -54,11 +56,49 @@ def imm_body(job: Job) -> dict[str, object]:
     return body
 
 
-@router.api_route(
+_PARAMS = {
+    "Action": "DetectImageCropping (or the x-acs-action header).",
+    "Version": "2020-09-30 (or the x-acs-version header).",
+    "ProjectName": "The project (letters, digits, '-' and '_', 1 to 128).",
+    "SourceURI": "oss://bucket/key or s3://bucket/key (at most 1,100 bytes).",
+    "AspectRatios": 'A JSON array in a string, e.g. ["1:1","16:9"] (at most 1,024 characters).',
+    "InclusionHints": 'A JSON array in a string, e.g. ["face"] (at most 1,024 characters).',
+    "CredentialConfig": "A JSON object in a string (at most 8 kB); ignored.",
+}
+# The parameters are read from the query (and a form body), not declared to FastAPI: documented here.
+_SCHEMAS: dict[str, dict[str, object]] = {
+    "Action": {"type": "string", "enum": [ACTION]},
+    "Version": {"type": "string", "enum": [VERSION]},
+    "ProjectName": {"type": "string", "pattern": PROJECT_NAME_PATTERN},
+    "SourceURI": {"type": "string", "pattern": SOURCE_URI_PATTERN, "maxLength": MAX_SOURCE_URI_BYTES},
+}
+_RPC_OPENAPI = {
+    "parameters": [
+        {
+            "name": n,
+            "in": "query",
+            "required": False,
+            "schema": _SCHEMAS.get(n, {"type": "string"}),
+            "description": d,
+        }
+        for n, d in _PARAMS.items()
+    ]
+}
+
+
+@router.get(
     "/",
-    methods=["GET", "POST"],
+    operation_id="imm_rpc_get",
+    summary="IMM RPC endpoint (DetectImageCropping), for the official SDK",
+    openapi_extra=_RPC_OPENAPI,
+    responses=error_responses(),
+)
+@router.post(
+    "/",
     operation_id="imm_rpc",
     summary="IMM RPC endpoint (DetectImageCropping), for the official SDK",
+    openapi_extra=_RPC_OPENAPI,
+    responses=error_responses(),
 )
 async def rpc(
     request: Request, principal: PrincipalDep, r: RedisDep, celery: CeleryDep, settings: SettingsDep
