@@ -21,6 +21,8 @@ import yaml
 from pydantic import SecretStr
 
 from worker.settings import Settings
+from worker.webhooks import webhook_queue
+from worker.webhooks.tasks import WEBHOOK_HARD_TIME_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -30,6 +32,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 ONE_SHOT = {"createbuckets"}
 BUILT_TARGETS = {"api", "worker"}
+# Compose services built from the Dockerfile: the callback workers run the worker image.
+CROPQ_SERVICES = BUILT_TARGETS | {"webhook-worker"}
 # Modules the process commands start; each one must exist (a typo in a command fails, not skips).
 ENTRY_MODULES = {"api.main", "worker.celery_app", "worker.health"}
 # Third-party containers configured through their own variables.
@@ -294,6 +298,7 @@ def test_dockerfile_commands() -> None:
 
     worker_cmd = exec_form(stage("worker").last("CMD") or "")
     assert worker_cmd[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    # Crop workers consume the crop queue only: callbacks have workers of their own.
     assert flag(worker_cmd, "-Q") == field_default("queue_name")
     # KEDA's list-length signal is only the true backlog when each worker reserves one message.
     assert flag(worker_cmd, "--prefetch-multiplier") == "1"
@@ -320,7 +325,7 @@ def test_engine_dependencies_are_server_builds() -> None:
 
 def test_compose_services_present() -> None:
     services = compose_services()
-    assert set(services) >= {"redis", "minio", "createbuckets", "api", "worker", "flower"}
+    assert set(services) >= {"redis", "minio", "createbuckets", "api", "worker", "webhook-worker", "flower"}
     assert services["flower"].get("profiles"), "flower is optional: it belongs under a profile"
 
 
@@ -343,7 +348,7 @@ def test_dependants_wait_for_health_or_completion() -> None:
             assert dep in services, f"{name} depends on unknown service {dep}"
             want = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
             assert spec.get("condition") == want, f"{name} -> {dep} must use condition: {want}"
-    for name in BUILT_TARGETS:
+    for name in CROPQ_SERVICES:
         deps = services[name]["depends_on"]
         assert {"redis", "createbuckets"} <= set(deps)
     assert services["createbuckets"]["depends_on"]["minio"]["condition"] == "service_healthy"
@@ -360,6 +365,7 @@ def test_build_targets_are_dockerfile_stages() -> None:
         assert build["target"] in stages, f"{name}: no 'FROM ... AS {build['target']}' in deploy/Dockerfile"
     assert compose_services()["api"]["build"]["target"] == "api"
     assert compose_services()["worker"]["build"]["target"] == "worker"
+    assert compose_services()["webhook-worker"]["build"]["target"] == "worker"
 
 
 def test_compose_images_are_pinned() -> None:
@@ -415,7 +421,7 @@ def test_compose_env_names_are_settings() -> None:
         env = env_mapping(svc.get("environment"))
         for var in set(env) - FOREIGN_ENV.get(name, set()):
             setting_for(var)
-    for name in BUILT_TARGETS:
+    for name in CROPQ_SERVICES:
         env = env_mapping(services[name]["environment"])
         assert env["CROPQ_REDIS_URL"] == "redis://redis:6379/0"
         assert env["CROPQ_S3_ENDPOINT"] == "minio:9000"
@@ -576,6 +582,21 @@ def test_keda_scales_the_worker_on_the_celery_queue() -> None:
     assert meta.get("databaseIndex", "0") == (url.path.lstrip("/") or "0")
 
 
+def test_k8s_webhook_workers_consume_only_the_webhook_queue() -> None:
+    dep = k8s_deployment("cropq-webhook-worker")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = [str(a) for a in c["args"]]
+    assert "command" not in c, "keep the image's tini entrypoint: override args only"
+    assert args[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    assert flag(args, "-Q") == webhook_queue(field_default("queue_name"))
+    assert flag(args, "--prefetch-multiplier") == "1"
+    assert int(flag(args, "--concurrency")) == field_default("webhook_concurrency")
+    assert c["image"] == k8s_deployment("cropq-worker")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert c["livenessProbe"]["exec"]["command"] == ["python", "-m", "worker.health"]
+    assert pod["terminationGracePeriodSeconds"] > WEBHOOK_HARD_TIME_LIMIT
+
+
 def test_pdbs_select_the_deployments() -> None:
     pdbs = k8s_kind("PodDisruptionBudget")
     deployments = k8s_kind("Deployment")
@@ -612,3 +633,35 @@ def test_commands_reference_existing_modules() -> None:
             assert re.search(r"^app = ", path.read_text(), re.MULTILINE), "worker/celery_app.py: no app"
     if missing:
         pytest.skip(f"entry modules not written yet: {', '.join(missing)}")
+
+
+# --- queues and logs ------------------------------------------------------------------------------
+
+
+def test_compose_webhook_worker_consumes_only_the_webhook_queue() -> None:
+    services = compose_services()
+    svc = services["webhook-worker"]
+    cmd = [str(a) for a in svc["command"]]
+    assert cmd[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    assert flag(cmd, "-Q") == webhook_queue(field_default("queue_name"))
+    assert flag(cmd, "--prefetch-multiplier") == "1"
+    assert int(flag(cmd, "--concurrency")) == field_default("webhook_concurrency")
+    assert svc["image"] == services["worker"]["image"]
+    assert svc["healthcheck"]["test"][1:] == ["python", "-m", "worker.health"]
+    assert "container_name" not in svc and "ports" not in svc
+    assert parse_duration(svc["stop_grace_period"]) > WEBHOOK_HARD_TIME_LIMIT
+    # The crop workers never take callbacks (no command override: the image's CMD, -Q cropq only).
+    assert "command" not in services["worker"]
+
+
+def test_no_process_writes_an_access_log() -> None:
+    """A v2 signature travels in the query string: no access log may write it (uvicorn's is on by
+    default). Every uvicorn command in the deployment files turns it off."""
+    uvicorns = [(where, argv) for where, argv in all_commands() if "uvicorn" in " ".join(argv)]
+    assert uvicorns, "no uvicorn command found"
+    for where, argv in uvicorns:
+        if any(a.startswith("urllib") or "urlopen" in a for a in argv):
+            continue  # a health check, not the server
+        assert "--no-access-log" in argv, where
+    localstack = (ROOT / "api" / "localstack.py").read_text()
+    assert '"--no-access-log"' in localstack  # `cropq up` and the tests
