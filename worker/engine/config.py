@@ -20,10 +20,11 @@ class EngineConfig:
     a decoder busy for minutes (libjpeg-turbo's answer is a scan limit: djpeg ``-maxscans``). Real
     encoders write 10 (libjpeg's default script, 6 for grey) to a few dozen (mozjpeg's optimised
     scans)."""
-    decode_memory_bytes: int = 640 * 1024 * 1024
+    decode_memory_bytes: int = 4 * 1024 * 1024 * 1024
     """Budget of one decode, estimated from the header before any pixel is decoded (see
     ``preflight.estimate_decode_bytes``) and, when the decode is isolated, enforced as the child's
-    address-space limit above what it inherited."""
+    address-space limit above what it inherited. Generous for library use (the memory benchmark measures
+    100 MP images the service refuses); workers and ``cropq crop`` take ``CROPQ_DECODE_MEMORY_MB`` (640)."""
     decode_time_limit: float = 8.0
     """Seconds one isolated decode may take (wall clock, and CPU through ``RLIMIT_CPU``)."""
     decode_isolated: bool = False

@@ -18,7 +18,8 @@ from worker.engine.config import EngineConfig
 from worker.engine.decode import decode
 from worker.engine.errors import ImageTooComplex, ImageTooLarge, UnsupportedImage
 
-ISOLATED = dataclasses.replace(EngineConfig(), decode_isolated=True)
+# What the workers run with (CROPQ_DECODE_MEMORY_MB=640).
+ISOLATED = dataclasses.replace(EngineConfig(), decode_isolated=True, decode_memory_bytes=640 << 20)
 
 
 def _jpeg(arr: np.ndarray, **kw: object) -> bytes:  # type: ignore[type-arg]

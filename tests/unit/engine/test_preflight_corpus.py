@@ -12,7 +12,8 @@ from worker.engine.config import EngineConfig
 from worker.engine.decode import decode
 from worker.engine.errors import CropError
 
-ISOLATED = dataclasses.replace(EngineConfig(), decode_isolated=True)
+# What the workers run with (CROPQ_DECODE_MEMORY_MB=640).
+ISOLATED = dataclasses.replace(EngineConfig(), decode_isolated=True, decode_memory_bytes=640 << 20)
 
 
 @pytest.fixture(scope="module")
