@@ -54,7 +54,7 @@ def test_secret_is_sealed_at_rest_and_stable_for_the_owner(redis_url: str, r: re
         assert "whsec_" not in resp.text
 
 
-def test_records_written_before_sealing_are_still_served(redis_url: str, r: redis.Redis) -> None:
+def test_records_written_before_sealing_are_served_and_sealed_on_read(redis_url: str, r: redis.Redis) -> None:
     r.set(
         keys.project("legacy"),
         json.dumps(
@@ -67,4 +67,9 @@ def test_records_written_before_sealing_are_still_served(redis_url: str, r: redi
         ),
     )
     with _app(redis_url, "server-key-one-0123456789abcdef0123") as c:
+        assert c.get("/v1/projects/legacy", headers=AUTH).json()["WebhookSecret"] == "whsec_b2xk"
+        # Read once, the record is written back sealed (and still serves the same secret).
+        raw = r.get(keys.project("legacy"))
+        assert raw is not None and "whsec_b2xk" not in raw and "b2xk" not in raw
+        assert json.loads(raw)["Buckets"] == ["b1"]
         assert c.get("/v1/projects/legacy", headers=AUTH).json()["WebhookSecret"] == "whsec_b2xk"
