@@ -44,7 +44,13 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root.setLevel(lvl)
     # uvicorn installs its own plain-text handlers before it loads the app: send its lines to the root
     # handler instead, so start-up, error and access lines are JSON like the rest.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         server_logger = logging.getLogger(name)
         server_logger.handlers.clear()
         server_logger.propagate = True
+    # Access lines quote the raw query string (a v2 request's Signature, its parameters): never logged,
+    # whatever uvicorn's flags; the API logs each request itself, without the query (api.main).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    access.disabled = True

@@ -130,3 +130,34 @@ def test_unsigned_content_type_on_the_rpc_face(c: httpx.Client, stack: Stack, wo
     r = c.post(f"/?{query}", headers=headers, content=body)
     assert code(r) == (400, "IncompleteSignature")
     assert "content-type" in r.json()["Message"]
+
+
+def test_no_signature_secret_or_signed_query_in_any_log(
+    c: httpx.Client, stack: Stack, world: dict[str, str]
+) -> None:
+    key_id, secret = world["key_id"], world["secret"]
+    secrets = [secret, ADMIN_KEY["AccessKeySecret"], "wrong-secret-in-logs"]
+    signatures: list[str] = []
+    queries: list[str] = []
+    for s in (secret, "wrong-secret-in-logs"):
+        query = v2_query("POST", key_id, s, ProjectName=world["a"], SourceURI=world["uri"])
+        queries.append(query)
+        signatures.append(httpx.QueryParams(query)["Signature"])
+        c.post("/?" + query)
+        q = str(httpx.QueryParams(f"ProjectName={world['a']}&SourceURI={world['uri']}&UserData=acs3-{s[:5]}"))
+        headers = acs3_headers(stack, "POST", "/", q, b"", key_id, s)
+        queries.append(q)
+        signatures.append(headers["Authorization"].rsplit("Signature=", 1)[1])
+        c.post(f"/?{q}", headers=headers)
+        c.get(
+            f"/v1/projects/{world['a']}?probe=bearer-{s[:5]}",
+            headers={"Authorization": f"Bearer {key_id}:{s}"},
+        )
+    logs = {
+        p.name: p.read_text(errors="replace")
+        for p in [stack.api.log_path, *(w.log_path for w in stack.workers)]
+    }
+    assert logs[stack.api.log_path.name].strip(), "the API wrote no log at all"
+    for name, text in logs.items():
+        for needle in [*secrets, *signatures, *queries, "probe=bearer", "SignatureNonce"]:
+            assert needle not in text, f"{needle[:40]!r} is in {name}"
