@@ -249,7 +249,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_pixels=settings.max_image_pixels,
         object_detection=settings.object_detection,
         detect_long_side=settings.face_detect_long_side,
-    )
         decode_memory_bytes=settings.decode_memory_mb * 1024 * 1024,
         decode_time_limit=settings.decode_time_limit_seconds,
         decode_isolated=True,  # workers and `cropq crop` alike: a hostile file cannot hold the process
+    )
