@@ -163,6 +163,10 @@ def make_stack(
             "CROPQ_ACCESS_KEYS": json.dumps([ADMIN_KEY]),
             "CROPQ_WEBHOOK_ALLOWED_CIDRS": '["127.0.0.0/8"]',
             "CROPQ_LOG_JSON": "true",
+            # Every stack of the session shares one Redis, one admin key and one client address: limits
+            # are off unless a test sets them, so one test's spent budget cannot throttle the next one.
+            "CROPQ_RATE_LIMIT_PER_MINUTE": "0",
+            "CROPQ_AUTH_FAILURES_PER_MINUTE": "0",
             **{f"CROPQ_{k.upper()}": v for k, v in settings.items()},
         }
         api = start_api(env, "127.0.0.1", port, workdir / "api.log")

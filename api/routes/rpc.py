@@ -10,8 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.auth.canonical import form_decode, wire_str
-from api.auth.dependency import form_pairs
+from api.auth.dependency import form_pairs, query_pairs
 from api.deps import CeleryDep, PrincipalDep, RedisDep, SettingsDep, require_project_access
 from api.errors import JSON_MEDIA_TYPE, ImmError, invalid_argument, request_id_of, service_unavailable
 from api.jobs import build_params, submit_job, wait_for_job
@@ -29,8 +28,7 @@ VERSION = "2020-09-30"
 async def _params(request: Request) -> dict[str, str]:
     """Query parameters merged with a form-encoded body (the body wins), decoded exactly as the signature
     check decoded them."""
-    query = wire_str(request.scope.get("query_string", b""))
-    return dict(form_decode(query) + form_pairs(request, await request.body()))
+    return dict(query_pairs(request) + form_pairs(request, await request.body()))
 
 
 def _job_error(job: Job) -> ImmError:

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 
 from api.auth import acs3
+from api.auth.dependency import MAX_PARAMETERS
 from api.auth.v2 import MISMATCH_MESSAGE
 from tests.unit.auth.test_dependency import BOOT_ID, BOOT_SECRET, make_app
 
@@ -167,3 +168,18 @@ def test_requests_without_credentials_are_not_counted_as_failures(aredis: Redis,
             assert code(c.get("/v1/echo")) == (400, "IncompleteSignature")
         ok = c.get("/v1/echo", headers={"Authorization": f"Bearer {BOOT_ID}:{BOOT_SECRET}"})
         assert ok.status_code == 200, ok.text
+
+
+def test_a_flood_of_parameters_is_refused_before_it_is_decoded(client: TestClient) -> None:
+    flood = "&".join(f"p{i}=1" for i in range(MAX_PARAMETERS + 1))
+    form = client.post(
+        "/?" + urlencode(v2_params("POST", "n-flood")),
+        content=flood,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert code(form) == (400, "InvalidArgument")
+    assert "more than" in form.json()["Message"]
+    assert code(client.get("/?" + flood)) == (400, "InvalidArgument")
+    # Just under the cap is parsed as usual (and then fails for its own reasons, not the count).
+    fewer = "&".join(f"p{i}=1" for i in range(MAX_PARAMETERS - 1))
+    assert "more than" not in client.get("/?" + fewer).json()["Message"]
