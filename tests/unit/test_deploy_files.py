@@ -663,5 +663,9 @@ def test_no_process_writes_an_access_log() -> None:
         if any(a.startswith("urllib") or "urlopen" in a for a in argv):
             continue  # a health check, not the server
         assert "--no-access-log" in argv, where
+        # httptools (uvicorn's default parser) buffers request heads of any size; h11 stops at 16 kB.
+        assert flag(argv, "--http") == "h11", where
+        assert int(flag(argv, "--h11-max-incomplete-event-size")) <= 16384, where
     localstack = (ROOT / "api" / "localstack.py").read_text()
     assert '"--no-access-log"' in localstack  # `cropq up` and the tests
+    assert '"--http", "h11"' in localstack
