@@ -208,6 +208,7 @@ UVICORN_HARDENING = ("--http", "h11", "--h11-max-incomplete-event-size", "16384"
 """h11 buffers at most 16 kB of an unfinished request head (httptools, uvicorn's default parser, takes
 headers of any size: a 40 MB header line grew the API by 36 MB); the body has its own cap in the app."""
 
+
 def start_api(env: Mapping[str, str], host: str, port: int, log_path: Path) -> ManagedProcess:
     argv = [
         sys.executable,
