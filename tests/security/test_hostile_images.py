@@ -52,6 +52,19 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _decode_servers(pid: int) -> list[int]:
+    """The decode servers a worker child started (``worker.engine.sandbox``)."""
+    found = []
+    for child in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"worker.engine.decode_server" in cmdline:
+            found.append(child)
+    return found
+
+
 def _attempts(stack: Stack, rid: str) -> int:
     raw = redis.Redis.from_url(stack.redis_url).get(f"cropq:job:{rid}")
     assert raw is not None
@@ -92,7 +105,9 @@ def test_hostile_images_end_in_one_attempt_and_the_worker_survives(stack: Stack)
 
 
 def test_a_decode_over_its_time_budget_fails_once_with_a_clear_code(stack: Stack) -> None:
+    _normal_job_succeeds(stack)
     children = _children(stack.workers[0].pid)
+    servers = [s for c in children for s in _decode_servers(c)]
     # Under the scan limit, so it is decoded: about 1.4 s of libjpeg, killed at the 0.5 s budget.
     job, elapsed = _run(stack, scan_bomb(95), "slow scans")
     assert job["Status"] == "Failed" and job["Code"] == TOO_COMPLEX, job
@@ -100,6 +115,21 @@ def test_a_decode_over_its_time_budget_fails_once_with_a_clear_code(stack: Stack
     assert elapsed < 20
     assert _normal_job_succeeds(stack) < 10
     assert _children(stack.workers[0].pid) == children
+    after = [s for c in children for s in _decode_servers(c)]
+    assert len(after) == 1 and after != servers  # the killed server was replaced, not the worker child
+
+
+def test_decodes_run_in_one_small_long_lived_server_per_worker_child(stack: Stack) -> None:
+    _normal_job_succeeds(stack)
+    (child,) = _children(stack.workers[0].pid)
+    (server,) = _decode_servers(child)
+    _normal_job_succeeds(stack)
+    assert _decode_servers(child) == [server]  # not a process per image
+    maps = Path(f"/proc/{server}/maps").read_text()
+    assert "onnxruntime" not in maps and "onnxruntime" in Path(f"/proc/{child}/maps").read_text()
+    status = Path(f"/proc/{server}/status").read_text()
+    rss_mb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) >> 10
+    assert rss_mb < 300, f"the decode server holds {rss_mb} MB"
 
 
 def test_the_corpus_expects_the_engine_s_codes() -> None:

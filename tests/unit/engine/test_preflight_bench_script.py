@@ -26,4 +26,6 @@ def test_hostile_bench_prints_a_row_per_case_and_the_sandbox_overhead(
         r"^\| scan bomb JPEG \(3,000 scans\) \| [\d.]+ kB \| InvalidArgument.ImageTooComplex \|", out, re.M
     )
     assert re.search(r"^\| palette \+ alpha PNG \| [\d.]+ kB \| Succeeded \| [\d.]+ \| \d+ \|", out, re.M)
-    assert re.search(r"^\| sandboxed \(fork \+ limits \+ pipe\) \| [\d.]+ \| [\d.]+ \|$", out, re.M)
+    assert re.search(
+        r"^\| sandboxed \(decode server \+ limits \+ pipes\) \| [\d.]+ \| -?[\d.]+ \| [\d.]+ \|$", out, re.M
+    )
