@@ -22,14 +22,15 @@ class EngineConfig:
     scans)."""
     decode_memory_bytes: int = 4 * 1024 * 1024 * 1024
     """Budget of one decode, estimated from the header before any pixel is decoded (see
-    ``preflight.estimate_decode_bytes``) and, when the decode is isolated, enforced as the child's
-    address-space limit above what it inherited. Generous for library use (the memory benchmark measures
+    ``preflight.estimate_decode_bytes``) and, when the decode is isolated, enforced as the decode process's
+    address-space limit above its own size. Generous for library use (the memory benchmark measures
     100 MP images the service refuses); workers and ``cropq crop`` take ``CROPQ_DECODE_MEMORY_MB`` (640)."""
     decode_time_limit: float = 8.0
     """Seconds one isolated decode may take (wall clock, and CPU through ``RLIMIT_CPU``)."""
     decode_isolated: bool = False
-    """Decode in a forked child with memory and CPU limits that the caller kills at the time limit (the
-    workers and ``cropq crop`` set this; the library default decodes in-process)."""
+    """Decode in the sandbox's long-lived decode process (``sandbox.py``: an address-space limit, a CPU
+    limit per image, killed at the time limit and replaced after any failure); the workers and ``cropq
+    crop`` set this, the library default decodes in-process."""
     analysis_long_side: int = 160
     """Feature maps and window search run on a copy whose long side is at most this many pixels (human
     fixations spread over ~3% of the long side, so finer maps add cost, not accuracy)."""

@@ -238,7 +238,7 @@ def inspect(data: bytes, config: EngineConfig, long_side: int | None = None) -> 
 def decode(data: bytes, config: EngineConfig, long_side: int | None = None) -> Decoded:
     """Decode ``data`` to an RGB copy whose long side is at most ``long_side`` (never upscaled; by
     default :func:`working_long_side`). With ``config.decode_isolated`` the header is checked here and the
-    pixels are decoded in a sandboxed child (``sandbox.py``)."""
+    pixels are decoded in the sandbox's decode process (``sandbox.py``)."""
     if config.decode_isolated:
         inspect(data, config, long_side)  # refusals need no child
         from worker.engine.sandbox import run_isolated
