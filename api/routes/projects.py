@@ -6,6 +6,9 @@ may read its project and rotate its webhook secret.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import structlog
 from fastapi import APIRouter, Response
 
@@ -42,10 +45,8 @@ async def put(
         raise ImmError(
             403, "Forbidden", 'Only an access key with Projects ["*"] may create projects or change them.'
         )
-    try:
+    with _sealing():
         project, created = await put_project(r, ProjectName, body.Buckets, box)
-    except SealingError as exc:
-        raise _unsealable(exc) from None
     response.status_code = 201 if created else 200
     return _response(project, box)
 
@@ -61,10 +62,8 @@ async def get(
     ProjectName: ProjectNamePath, principal: PrincipalDep, r: RedisDep, box: SecretBoxDep
 ) -> ProjectResponse:
     require_project_access(principal, ProjectName)
-    try:
+    with _sealing():
         project = await load_project(r, ProjectName, box)
-    except SealingError as exc:
-        raise _unsealable(exc) from None
     if project is None:
         raise not_found("project")
     return _response(project, box)
@@ -84,10 +83,8 @@ async def rotate(
     ``PreviousWebhookSecretExpiresAt`` (24 h), so receivers can switch without losing a callback; rotating
     again within that time ends the older secret's grace at once."""
     require_project_access(principal, ProjectName)
-    try:
+    with _sealing():
         project = await rotate_webhook_secret(r, ProjectName, box)
-    except SealingError as exc:
-        raise _unsealable(exc) from None
     if project is None:
         raise not_found("project")
     log.info("webhook_secret_rotated", project=ProjectName)
@@ -96,10 +93,8 @@ async def rotate(
 
 def _response(project: Project, box: SecretBox) -> ProjectResponse:
     """The record as the owner sees it: the webhook secret opened, so receivers can verify signatures."""
-    try:
+    with _sealing():
         secret = webhook_secret(project, box)
-    except SealingError as exc:
-        raise _unsealable(exc) from None
     grace = project.PreviousWebhookSecretExpiresAt if previous_secret_active(project) else None
     return ProjectResponse(
         ProjectName=project.ProjectName,
@@ -110,6 +105,11 @@ def _response(project: Project, box: SecretBox) -> ProjectResponse:
     )
 
 
-def _unsealable(exc: SealingError) -> ImmError:
-    log.error("webhook_secret_unsealable", error=str(exc))
-    return ImmError(500, "InternalError", "The server cannot seal or open webhook secrets.")
+@contextmanager
+def _sealing() -> Iterator[None]:
+    """A secret that cannot be sealed or opened is the server's misconfiguration (CROPQ_SECRET_KEY): 500."""
+    try:
+        yield
+    except SealingError as exc:
+        log.error("webhook_secret_unsealable", error=str(exc))
+        raise ImmError(500, "InternalError", "The server cannot seal or open webhook secrets.") from None
