@@ -17,7 +17,7 @@ from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import invalid_argument, not_found, service_unavailable
-from api.projects import load_project, webhook_box
+from api.projects import load_project
 from api.schemas import (
     MAX_CALLBACK_URL_LENGTH,
     MAX_CREDENTIAL_CONFIG_LENGTH,
@@ -30,7 +30,9 @@ from worker import keys
 from worker.celery_app import CROP_TASK
 from worker.contracts import CallbackState, CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.engine.errors import CropError
-from worker.engine.ratios import hints_from_param, loads_bounded, ratios_from_param, shown
+from worker.engine.ratios import MAX_HINT_LENGTH, hints_from_param, loads_bounded, ratios_from_param, shown
+from worker.projects import Project
+from worker.sealing import SecretBox
 from worker.settings import Settings
 
 log = structlog.get_logger("cropq.api")
@@ -161,7 +163,7 @@ def build_params(
     except CropError as e:
         raise invalid_argument(str(e)) from None
     for hint in hints:
-        check_text("InclusionHints", hint, len(hint))
+        check_text("InclusionHints", hint, MAX_HINT_LENGTH)
     validate_credential_config(credential_config)
     check_text("UserData", user_data, MAX_USER_DATA_LENGTH)
     check_text("IdempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY_LENGTH)
@@ -178,13 +180,24 @@ def build_params(
     )
 
 
-async def submit_job(
-    r: aioredis.Redis, celery: Celery, settings: Settings, params: JobParams, request_id: str
-) -> Job:
-    """Check the project and bucket, record the job, send the task. Returns the (possibly earlier) job."""
-    project = await load_project(r, params.project, webhook_box(settings))
+async def project_of(r: aioredis.Redis, name: str, box: SecretBox) -> Project:
+    """The project a job is submitted to (read once per request, however many jobs it carries); 404 when
+    it does not exist."""
+    project = await load_project(r, name, box)
     if project is None:
         raise not_found("project")
+    return project
+
+
+async def submit_job(
+    r: aioredis.Redis,
+    celery: Celery,
+    settings: Settings,
+    params: JobParams,
+    request_id: str,
+    project: Project,
+) -> Job:
+    """Check the bucket, record the job, send the task. Returns the (possibly earlier) job."""
     if params.bucket not in project.Buckets:
         raise invalid_argument(f"Bucket {params.bucket!r} does not belong to project {params.project!r}.")
 

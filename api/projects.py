@@ -17,8 +17,7 @@ from api.errors import invalid_argument, service_unavailable
 from worker import keys
 from worker.contracts import utcnow_iso
 from worker.projects import CLEAR_PREFIX, Project, grace_end, is_clear
-from worker.sealing import WEBHOOK_SECRETS, SealingError, SecretBox
-from worker.settings import Settings
+from worker.sealing import SealingError, SecretBox
 from worker.webhooks.signing import new_secret
 
 log = structlog.get_logger("cropq.projects")
@@ -43,11 +42,6 @@ async def load_project(r: aioredis.Redis, name: str, box: SecretBox | None = Non
         log.info("webhook_secret_sealed_on_read", project=name)
         return migrated
     return project
-
-
-def webhook_box(settings: Settings) -> SecretBox:
-    """The box that seals projects' webhook secrets (its key is derived on first use only)."""
-    return SecretBox(settings.secret_key, WEBHOOK_SECRETS)
 
 
 def _seal_if_clear(owner: str, stored: str | None, box: SecretBox) -> str | None:

@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.auth.ratelimit import charge_rate_limit
-from api.deps import CeleryDep, PrincipalDep, RedisDep, SettingsDep, require_project_access
+from api.deps import CeleryDep, PrincipalDep, RedisDep, SecretBoxDep, SettingsDep, require_project_access
 from api.errors import ImmError, invalid_argument, not_found, request_id_of
-from api.jobs import JobParams, build_params, get_job, submit_job, wait_for_job
+from api.jobs import JobParams, build_params, get_job, project_of, submit_job, wait_for_job
 from api.metrics import JOBS_SUBMITTED
 from api.openapi import error_responses
-from api.projects import load_project, webhook_box
 from api.schemas import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     ProjectNamePath,
@@ -56,13 +55,15 @@ async def submit(
     r: RedisDep,
     celery: CeleryDep,
     settings: SettingsDep,
+    box: SecretBoxDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
     ] = None,
 ) -> SubmitJobResponse:
     require_project_access(principal, ProjectName)
     params = _params_of(ProjectName, body, idempotency_key)
-    job = await submit_job(r, celery, settings, params, request_id_of(request))
+    project = await project_of(r, ProjectName, box)
+    job = await submit_job(r, celery, settings, params, request_id_of(request), project)
     JOBS_SUBMITTED.labels(face="native").inc()
     response.headers["Location"] = f"/v1/projects/{ProjectName}/crop-jobs/{job.RequestId}"
     return SubmitJobResponse(RequestId=job.RequestId, Status=job.Status)
@@ -83,6 +84,7 @@ async def submit_batch(
     r: RedisDep,
     celery: CeleryDep,
     settings: SettingsDep,
+    box: SecretBoxDep,
 ) -> SubmitBatchResponse:
     """Submit up to 100 jobs at once. Every job is validated first: one bad job refuses the whole batch
     (naming its index) and nothing is queued. Each job gets its own RequestId, poll and callback, and costs
@@ -96,9 +98,7 @@ async def submit_batch(
             params.append(_params_of(ProjectName, item, None))
         except ImmError as e:
             raise ImmError(e.status, e.code, f"Jobs[{i}]: {e.message}") from None
-    project = await load_project(r, ProjectName, webhook_box(settings))
-    if project is None:
-        raise not_found("project")
+    project = await project_of(r, ProjectName, box)
     for i, p in enumerate(params):
         if p.bucket not in project.Buckets:
             raise invalid_argument(
@@ -107,7 +107,7 @@ async def submit_batch(
     base = request_id_of(request)
     accepted = []
     for i, p in enumerate(params):
-        job = await submit_job(r, celery, settings, p, f"{base}-{i:03d}")
+        job = await submit_job(r, celery, settings, p, f"{base}-{i:03d}", project)
         JOBS_SUBMITTED.labels(face="native").inc()
         accepted.append(SubmitJobResponse(RequestId=job.RequestId, Status=job.Status))
     return SubmitBatchResponse(Jobs=accepted)

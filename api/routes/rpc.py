@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.auth.dependency import form_pairs, query_pairs
-from api.deps import CeleryDep, PrincipalDep, RedisDep, SettingsDep, require_project_access
+from api.deps import CeleryDep, PrincipalDep, RedisDep, SecretBoxDep, SettingsDep, require_project_access
 from api.errors import JSON_MEDIA_TYPE, ImmError, invalid_argument, request_id_of, service_unavailable
-from api.jobs import build_params, submit_job, wait_for_job
+from api.jobs import build_params, project_of, submit_job, wait_for_job
 from api.metrics import JOBS_SUBMITTED
 from api.openapi import error_responses
 from api.schemas import MAX_SOURCE_URI_BYTES, PROJECT_NAME_PATTERN, SOURCE_URI_PATTERN
@@ -99,7 +99,12 @@ _RPC_OPENAPI = {
     responses=error_responses(),
 )
 async def rpc(
-    request: Request, principal: PrincipalDep, r: RedisDep, celery: CeleryDep, settings: SettingsDep
+    request: Request,
+    principal: PrincipalDep,
+    r: RedisDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    box: SecretBoxDep,
 ) -> JSONResponse:
     params = await _params(request)
     action = request.headers.get("x-acs-action") or params.get("Action")
@@ -121,7 +126,9 @@ async def rpc(
         credential_config=params.get("CredentialConfig"),
     )
     require_project_access(principal, project)
-    job = await submit_job(r, celery, settings, job_params, request_id_of(request))
+    job = await submit_job(
+        r, celery, settings, job_params, request_id_of(request), await project_of(r, project, box)
+    )
     JOBS_SUBMITTED.labels(face="rpc").inc()
     done = await wait_for_job(r, job.RequestId, settings.rpc_wait_seconds)
     if done is None or not done.Status.finished:
