@@ -23,7 +23,7 @@ import re
 
 from redis.asyncio import Redis
 
-from api.auth.ratelimit import NOW_LUA, PERIOD_MS, throttled
+from api.auth.ratelimit import GCRA_LUA, PERIOD_MS, throttled
 from api.errors import ImmError
 from worker import keys
 
@@ -34,26 +34,20 @@ _PLAIN_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # check: ms to wait when throttled (>= 1), else 0. record: the same check first; when not throttled,
 # add one failure to each bucket (a bucket never holds more than a full minute) and mark the pair.
 _SCRIPT = (
-    NOW_LUA
+    GCRA_LUA
     + """
 local interval = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
-local function next_tat(key)
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  return tat + interval
-end
-local wait = next_tat(KEYS[1]) - now - period
+local wait = next_tat(KEYS[1], interval) - now - period
 if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  wait = math.max(wait, next_tat(KEYS[2]) - now - period)
+  wait = math.max(wait, next_tat(KEYS[2], interval) - now - period)
 end
 if wait > 0 then return math.max(1, math.ceil(wait)) end
 if ARGV[4] == 'record' then
   local n = 1
   if KEYS[2] ~= '' then n = 2 end
   for i = 1, n do
-    local tat = math.min(next_tat(KEYS[i]), now + period)
-    redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
+    store_tat(KEYS[i], math.min(next_tat(KEYS[i], interval), now + period))
   end
   if KEYS[2] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', period) end
 end

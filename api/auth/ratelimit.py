@@ -20,29 +20,36 @@ from worker import keys
 
 PERIOD_MS = 60_000
 
-# Shared by the scripts below: `now` in ms (ARGV given by tests, else Redis TIME).
-NOW_LUA = """
+# Shared by every GCRA script (here and in api.auth.failures): `now` in ms (ARGV[1] given by tests, else
+# Redis TIME); next_tat(key, cost), the bucket's arrival time once `cost` ms more are spent; store_tat,
+# which keeps it exactly as long as it matters.
+GCRA_LUA = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function next_tat(key, cost)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  return tat + cost
+end
+local function store_tat(key, tat)
+  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
 end
 """
 
 # KEYS[1] bucket; ARGV: now|'', interval ms (period / limit), units, period ms.
 # Returns 0 when charged, else the ms until the charge would fit (at least 1).
 _CHARGE = (
-    NOW_LUA
+    GCRA_LUA
     + """
-local interval = tonumber(ARGV[2])
 local period = tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval * tonumber(ARGV[3])
+local new_tat = next_tat(KEYS[1], tonumber(ARGV[2]) * tonumber(ARGV[3]))
 if new_tat - now > period then
   return math.max(1, math.ceil(new_tat - now - period))
 end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+store_tat(KEYS[1], new_tat)
 return 0
 """
 )
