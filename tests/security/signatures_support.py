@@ -58,8 +58,8 @@ def v2_query(method: str, key_id: str, secret: str, **params: str) -> str:
     return urlencode(signed)
 
 
-def acs3_headers(
-    stack: Stack,
+def signed_acs3_headers(
+    host: str,
     method: str,
     path: str,
     query: str,
@@ -71,7 +71,7 @@ def acs3_headers(
 ) -> dict[str, str]:
     """Headers of an ACS3-HMAC-SHA256 request signed for exactly ``method path?query`` and ``body``."""
     headers = {
-        "host": stack.url.removeprefix("http://"),
+        "host": host,
         "x-acs-action": "DetectImageCropping",
         "x-acs-version": "2020-09-30",
         "x-acs-date": now_stamp(),
@@ -88,6 +88,22 @@ def acs3_headers(
         f"ACS3-HMAC-SHA256 Credential={key_id},SignedHeaders={';'.join(signed)},Signature={signature}"
     )
     return headers
+
+
+def acs3_headers(
+    stack: Stack,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    key_id: str,
+    secret: str,
+    extra: dict[str, str] | None = None,
+    signed_extra: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """:func:`signed_acs3_headers` for ``stack``'s API."""
+    host = stack.url.removeprefix("http://")
+    return signed_acs3_headers(host, method, path, query, body, key_id, secret, extra, signed_extra)
 
 
 def code(resp: httpx.Response) -> tuple[int, str]:

@@ -3,7 +3,6 @@ no repeated parameters, Alibaba's mismatch message, and throttled failures (on t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -14,9 +13,9 @@ from alibabacloud_tea_openapi.utils import Utils as SdkUtils
 from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 
-from api.auth import acs3
 from api.auth.dependency import MAX_PARAMETERS
 from api.auth.v2 import MISMATCH_MESSAGE
+from tests.security.signatures_support import signed_acs3_headers
 from tests.unit.auth.test_dependency import BOOT_ID, BOOT_SECRET, make_app
 
 
@@ -39,24 +38,9 @@ def v2_params(method: str, nonce: str, secret: str = BOOT_SECRET, **extra: str) 
 def acs3_headers(
     method: str, path: str, query: str, body: bytes, extra: dict[str, str], signed_extra: tuple[str, ...] = ()
 ) -> dict[str, str]:
-    headers = {
-        "host": "127.0.0.1:8000",
-        "x-acs-action": "DetectImageCropping",
-        "x-acs-version": "2020-09-30",
-        "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "x-acs-signature-nonce": hashlib.md5(body + path.encode() + query.encode()).hexdigest(),
-        "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
-        **extra,
-    }
-    signed = sorted([h for h in headers if h.startswith("x-acs-") or h == "host"] + list(signed_extra))
-    canonical = acs3.canonical_request(
-        method, path.encode(), query, list(headers.items()), signed, headers["x-acs-content-sha256"]
+    return signed_acs3_headers(
+        "127.0.0.1:8000", method, path, query, body, BOOT_ID, BOOT_SECRET, extra, signed_extra
     )
-    signature = acs3.sign(BOOT_SECRET, acs3.string_to_sign(canonical))
-    headers["Authorization"] = (
-        f"ACS3-HMAC-SHA256 Credential={BOOT_ID},SignedHeaders={';'.join(signed)},Signature={signature}"
-    )
-    return headers
 
 
 @pytest.fixture
