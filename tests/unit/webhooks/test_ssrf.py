@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from worker.webhooks.ssrf import (
     BLOCKED_NETWORKS,
+    GLOBAL_EXCEPTIONS,
     IPAddress,
+    IPNetwork,
     PinnedTransport,
     ResolveFailed,
     Resolver,
@@ -111,14 +113,24 @@ def test_allow_list(addr: str, cidrs: list[str], allowed: bool) -> None:
     assert is_allowed(ip_address(addr), parse_cidrs(cidrs)) is allowed
 
 
-def _addresses_in_blocked_networks() -> st.SearchStrategy[IPAddress]:
+def _addresses_in(networks: tuple[IPNetwork, ...]) -> st.SearchStrategy[IPAddress]:
     def in_net(i: int) -> st.SearchStrategy[IPAddress]:
-        net = BLOCKED_NETWORKS[i]
+        net = networks[i]
         lo, hi = int(net.network_address), int(net.broadcast_address)
         cls = IPv4Address if net.version == 4 else IPv6Address
         return st.integers(lo, hi).map(cls)
 
-    return st.integers(0, len(BLOCKED_NETWORKS) - 1).flatmap(in_net)
+    return st.integers(0, len(networks) - 1).flatmap(in_net)
+
+
+def _in_global_exception(ip: IPAddress) -> bool:
+    return any(ip in net for net in GLOBAL_EXCEPTIONS)
+
+
+def _addresses_in_blocked_networks() -> st.SearchStrategy[IPAddress]:
+    """Addresses of the blocked networks, less the anycast blocks inside them that IANA's registries
+    mark globally reachable (``GLOBAL_EXCEPTIONS``, checked on their own below)."""
+    return _addresses_in(BLOCKED_NETWORKS).filter(lambda ip: not _in_global_exception(ip))
 
 
 def _wrapped(ip: IPAddress) -> list[IPAddress]:
@@ -131,6 +143,11 @@ def _wrapped(ip: IPAddress) -> list[IPAddress]:
 def test_every_address_of_a_blocked_network_is_refused(ip: IPAddress) -> None:
     for form in _wrapped(ip):
         assert not is_allowed(form), form
+
+
+@given(_addresses_in(GLOBAL_EXCEPTIONS))
+def test_the_registries_globally_reachable_blocks_are_allowed(ip: IPAddress) -> None:
+    assert is_allowed(ip), ip
 
 
 @given(st.integers(0, 2**32 - 1).map(IPv4Address))
