@@ -109,16 +109,24 @@ def valkey_binary() -> str:
     return str(get_binary_path())
 
 
-def start_valkey(data_dir: Path, port: int, *, durable: bool = True) -> ManagedProcess:
+def start_valkey(
+    data_dir: Path,
+    port: int,
+    *,
+    durable: bool = True,
+    bind: Sequence[str] = ("127.0.0.1",),
+    extra_args: Sequence[str] = (),
+) -> ManagedProcess:
     """A Redis-protocol server. ``durable``: append-only file, fsync every second (accepted jobs survive a
-    restart)."""
+    restart). ``bind``: its addresses (the first one is checked for readiness); ``extra_args`` go last
+    (``--replicaof``, ``--protected-mode no`` for a server reached over a test network, ...)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         valkey_binary(),
         "--port",
         str(port),
         "--bind",
-        "127.0.0.1",
+        *bind,
         "--dir",
         str(data_dir.resolve()),
         "--save",
@@ -129,8 +137,9 @@ def start_valkey(data_dir: Path, port: int, *, durable: bool = True) -> ManagedP
         "yes",
     ]
     argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]
+    argv += list(extra_args)
     proc = ManagedProcess("valkey", argv, data_dir / "valkey.log")
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    client = redis.Redis(host=bind[0], port=port, socket_connect_timeout=0.5)
     wait_until(lambda: bool(client.ping()), 20, "Valkey", [proc])
     client.close()
     return proc
@@ -251,8 +260,9 @@ class WorkerProcess(ManagedProcess):
             self.webhooks.stop(timeout)
 
 
-def _celery_worker_argv(queue: str, node: str, concurrency: int) -> list[str]:
+def _celery_worker_argv(queue: str, node: str, concurrency: int, prefix: Sequence[str] = ()) -> list[str]:
     return [
+        *prefix,
         sys.executable,
         "-m",
         "celery",
@@ -277,19 +287,27 @@ def _celery_worker_argv(queue: str, node: str, concurrency: int) -> list[str]:
 
 
 def start_worker(
-    env: Mapping[str, str], name: str, concurrency: int, queue: str, log_path: Path
+    env: Mapping[str, str],
+    name: str,
+    concurrency: int,
+    queue: str,
+    log_path: Path,
+    prefix: Sequence[str] = (),
 ) -> WorkerProcess:
     """A crop worker consuming ``queue`` plus a callback worker consuming its webhook queue, as two
     processes: a receiver that answers slowly holds a callback child, never a crop child. The callback
-    worker's node name (``webhooks-<name>``) keeps it out of the crop workers' heartbeat count."""
+    worker's node name (``webhooks-<name>``) keeps it out of the crop workers' heartbeat count.
+    ``prefix`` runs both under a launcher (``ip netns exec <host>`` puts them on a test host)."""
     from worker.settings import Settings
     from worker.webhooks import webhook_queue
 
     hooks = int(env.get("CROPQ_WEBHOOK_CONCURRENCY") or Settings.model_fields["webhook_concurrency"].default)
-    worker = WorkerProcess(f"worker {name}", _celery_worker_argv(queue, name, concurrency), log_path, env=env)
+    worker = WorkerProcess(
+        f"worker {name}", _celery_worker_argv(queue, name, concurrency, prefix), log_path, env=env
+    )
     worker.webhooks = ManagedProcess(
         f"webhooks {name}",
-        _celery_worker_argv(webhook_queue(queue), f"webhooks-{name}", hooks),
+        _celery_worker_argv(webhook_queue(queue), f"webhooks-{name}", hooks, prefix),
         log_path.with_name(f"{log_path.stem}-webhooks{log_path.suffix}"),
         env=env,
     )
