@@ -323,8 +323,10 @@ def wait_for_workers(
 ) -> None:
     """Ready when ``count`` workers whose node names start with ``node_prefix`` have written their
     heartbeat (they are consuming by then); fails early if one of ``procs`` exits."""
-    client = redis.Redis.from_url(redis_url)
     from worker import keys
+    from worker.redis_clients import sync_client
+
+    client = sync_client(redis_url)
 
     def ready() -> bool:
         return len(list(client.scan_iter(match=keys.worker_heartbeat(f"{node_prefix}*"), count=100))) >= count

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import redis
-import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI, Request, Response
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -25,6 +24,7 @@ from api.openapi import install_openapi
 from api.routes import health, jobs, projects, rpc
 from worker.celery_app import make_celery
 from worker.logs import configure_logging
+from worker.redis_clients import async_client
 from worker.sealing import WEBHOOK_SECRETS, SecretBox
 from worker.settings import Settings, get_settings
 from worker.storage import S3Storage
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = s
-        app.state.redis = aioredis.Redis.from_url(
+        app.state.redis = async_client(
             s.redis_url,
             decode_responses=True,
             # A pooled connection that died with a Redis restart is replaced instead of failing a request.

@@ -13,6 +13,7 @@ from celery import Celery
 from celery.signals import setup_logging
 
 from worker.logs import configure_logging
+from worker.redis_clients import celery_broker
 from worker.settings import Settings, get_settings
 from worker.webhooks import webhook_queue
 
@@ -22,7 +23,8 @@ WEBHOOK_TASK = "cropq.webhook"
 
 def make_celery(settings: Settings | None = None) -> Celery:
     s = settings or get_settings()
-    app = Celery("cropq", broker=s.redis_url, include=["worker.tasks", "worker.webhooks.tasks"])
+    broker_url, broker_options = celery_broker(s.redis_url)
+    app = Celery("cropq", broker=broker_url, include=["worker.tasks", "worker.webhooks.tasks"])
     app.conf.update(
         # JSON only: never unpickle what arrives on a shared broker.
         task_serializer="json",
@@ -55,6 +57,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "retry_on_timeout": True,
+            **broker_options,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -18,6 +18,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from worker import keys
 from worker.logs import configure_logging
+from worker.redis_clients import sync_client
 from worker.settings import get_settings
 
 HEARTBEAT_EVERY = 10.0
@@ -32,7 +33,7 @@ def _default_node() -> str:
 
 def _beat(node: str) -> None:
     s = get_settings()
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_client(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
     started = time.time()
     beats = 0
     while not _stop.is_set():
@@ -71,7 +72,7 @@ def _init_child(**_: Any) -> None:
 def check(node: str | None = None) -> bool:
     s = get_settings()
     try:
-        client = redis.Redis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        client = sync_client(s.redis_url, socket_timeout=3, socket_connect_timeout=3)
         return bool(client.exists(keys.worker_heartbeat(node or _default_node())))
     except redis.RedisError:
         return False

@@ -15,6 +15,7 @@ from redis.retry import Retry
 
 from worker import keys
 from worker.contracts import Job
+from worker.redis_clients import sync_client
 
 
 class JobNotFound(LookupError):
@@ -68,7 +69,7 @@ class JobStore:
 
 def connect(url: str) -> redis.Redis:
     # A pooled connection that died with a Redis restart is replaced instead of failing the job.
-    return redis.Redis.from_url(
+    return sync_client(
         url,
         socket_timeout=10,
         socket_connect_timeout=5,

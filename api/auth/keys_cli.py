@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
-from redis.asyncio import Redis
 
 from api.auth.keystore import AccessKeyInfo, AccessKeyStore, KeyStoreError
+from worker.redis_clients import async_client
 from worker.settings import get_settings
 
 keys_app = typer.Typer(help="Manage access keys (like RAM AccessKeys): each key acts on its projects only.")
@@ -23,7 +23,7 @@ def _run(action: Callable[[AccessKeyStore], Awaitable[T]]) -> T:
 
     async def main() -> T:
         settings = get_settings()
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        redis = async_client(settings.redis_url, decode_responses=True)
         try:
             return await action(AccessKeyStore(redis, settings))
         finally:
