@@ -57,23 +57,44 @@ class JobStore:
                 except redis.WatchError:
                     continue
 
-    def bump_attempts(self, request_id: str) -> int:
-        """Count this run before doing any work, so a run that kills its worker still counts."""
-        key = keys.job_attempts(request_id)
+    def start_run(self, request_id: str) -> tuple[int, int]:
+        """Count this run before doing any work, so a run that kills its worker still counts. Returns
+        (this run's attempt number, runs that ended before it without dying)."""
+        started, ended = keys.job_attempts(request_id), keys.job_ended_runs(request_id)
+        with self.r.pipeline() as pipe:
+            pipe.incr(started)
+            pipe.expire(started, self.ttl)
+            pipe.get(ended)
+            n, _, done = pipe.execute()
+        return int(n), int(done or 0)
+
+    def end_run(self, request_id: str) -> None:
+        """A run ended with its process alive (whatever its outcome)."""
+        key = keys.job_ended_runs(request_id)
         with self.r.pipeline() as pipe:
             pipe.incr(key)
             pipe.expire(key, self.ttl)
-            n, _ = pipe.execute()
-        return int(n)
+            pipe.execute()
+
+    def mark_callback_queued(self, request_id: str) -> None:
+        self.r.set(keys.job_callback_queued(request_id), 1, ex=self.ttl)
+
+    def callback_queued(self, request_id: str) -> bool:
+        return bool(self.r.exists(keys.job_callback_queued(request_id)))
+
+
+RIDE_THROUGH_RETRIES = 10
+"""Retries of a Redis command on a connection error: 0.2, 0.4 ... 2 s apart, about 15 s in all."""
 
 
 def connect(url: str) -> redis.Redis:
-    # A pooled connection that died with a Redis restart is replaced instead of failing the job.
+    # A pooled connection that died with a Redis restart is replaced instead of failing the job, and a
+    # restart (or a Sentinel failover) of up to about 15 s is ridden through inside the same run.
     return sync_client(
         url,
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), RIDE_THROUGH_RETRIES),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )

@@ -14,6 +14,17 @@ def job_attempts(request_id: str) -> str:
     return f"{PREFIX}:job:{request_id}:attempts"
 
 
+def job_ended_runs(request_id: str) -> str:
+    """Bumped when a run ends without its process dying (success, failure, retry, requeue): started runs
+    minus ended ones are the runs that killed their worker, or were killed."""
+    return f"{PREFIX}:job:{request_id}:ended"
+
+
+def job_callback_queued(request_id: str) -> str:
+    """Set once the job's callback task was sent, so a rerun of a finished job sends it only if missing."""
+    return f"{PREFIX}:job:{request_id}:callback-queued"
+
+
 def job_done_channel(request_id: str) -> str:
     """Pub/sub channel a finished job is announced on (wakes long-polls)."""
     return f"{PREFIX}:done:{request_id}"

@@ -77,7 +77,11 @@ class Settings(BaseSettings):
         90, ge=2, description="Hard time limit: the worker child is killed, seconds."
     )
     visibility_timeout: int = Field(
-        1800, ge=5, description="Seconds before a job held by a vanished worker is handed to another worker."
+        60,
+        ge=5,
+        description="Seconds after which a job held by a worker that stopped renewing its lease (host gone, "
+        "network cut, process frozen) is handed to another worker. Workers renew the leases of the jobs they "
+        "hold four times per timeout, so a long job or a retry countdown never outlives it.",
     )
     worker_max_memory_mb: int = Field(
         1536,
@@ -86,8 +90,12 @@ class Settings(BaseSettings):
             "A worker child whose memory exceeds this after a job is replaced by a fresh one (0 = never)."
         ),
     )
-    storage_retries: int = Field(
-        5, ge=0, description="Retries (with backoff and jitter) on transient S3 errors."
+    storage_outage_seconds: int = Field(
+        120,
+        ge=0,
+        description="How long a job keeps trying an unavailable image store (connection refused, timeouts, "
+        "5xx), counted from its first failure, with exponential backoff (1 s doubling to 15 s) and jitter; "
+        "then it fails with ServiceUnavailable.",
     )
     max_image_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest source object accepted, bytes."
@@ -130,11 +138,11 @@ class Settings(BaseSettings):
     )
     # --- webhooks ---
     webhook_retry_schedule: list[int] = Field(
-        # Fits the default visibility_timeout; a longer schedule needs a longer visibility_timeout.
-        default_factory=lambda: [5, 30, 120, 300, 600, 840],
+        # Svix's schedule: a receiver that is down for hours still gets its callbacks (for about 28 h).
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000],
         description=(
-            "Seconds to wait before each callback retry (JSON list); jitter ±20 % is added. Twice the longest"
-            " delay plus webhook_timeout_seconds must stay below visibility_timeout."
+            "Seconds to wait before each callback retry (JSON list); jitter ±20 % is added, and a receiver's "
+            "Retry-After may stretch a delay to twice its value. The default retries for about 28 hours."
         ),
     )
     webhook_timeout_seconds: float = Field(
@@ -223,17 +231,11 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _webhook_delays_fit_visibility(self) -> Settings:
-        # A retry waiting for its countdown sits unacknowledged in Redis; should it outlive the visibility
-        # timeout, the broker hands it to a second worker and the callback is sent twice.
+    def _webhook_delays_positive(self) -> Settings:
+        # A retry waiting for its countdown is leased like a running job (worker/leases.py), so no delay
+        # has to fit the visibility timeout; it only has to be a delay.
         if any(d <= 0 for d in self.webhook_retry_schedule):
             raise ValueError("webhook_retry_schedule delays must be positive")
-        longest = max(self.webhook_retry_schedule, default=0) * WEBHOOK_MAX_DELAY_FACTOR
-        if longest + self.webhook_timeout_seconds >= self.visibility_timeout:
-            raise ValueError(
-                f"webhook_retry_schedule: {WEBHOOK_MAX_DELAY_FACTOR} × the longest delay plus"
-                " webhook_timeout_seconds must stay below visibility_timeout"
-            )
         return self
 
 

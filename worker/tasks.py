@@ -1,16 +1,24 @@
 """The crop task: claim -> fetch -> crop -> store -> notify. Thin on purpose; the work is elsewhere.
 
-Reliability (see celery_app.py for the Celery side):
-- the attempt counter is bumped before any work, so a job whose run kills the worker process is retried
-  by another worker and, after ``max_attempts`` such deaths, ends ``Failed`` instead of looping;
+Reliability (see celery_app.py for the Celery side, leases.py for the broker side):
+- every run counts itself before any work, and every run that ends with its process alive counts its end;
+  runs started minus runs ended are the runs that died, so a job that keeps killing its worker ends
+  ``Failed`` after ``max_attempts`` deaths instead of looping, while retries and requeues cost nothing;
+- runs are fenced by their attempt number: the job record holds the newest run's number, and a run that finds
+  a newer one (a host that lost its network and came back after its job was handed on) stores nothing and
+  sends no callback;
 - results are written to the job record only (deterministic key), so a rerun overwrites, never duplicates;
-- transient storage/Redis errors are retried by Celery with exponential backoff and full jitter; the last
-  failure still ends the job ``Failed`` with ``ServiceUnavailable``, so no accepted job is left hanging;
-- the callback is enqueued only after the terminal state is stored.
+- an unreachable store is retried with exponential backoff and jitter for ``storage_outage_seconds`` from
+  the first failure, then the job ends ``Failed`` with ``ServiceUnavailable``; an unreachable Redis (after
+  the client's own retries) puts the message back on its queue, to be run when Redis answers again;
+- the callback is sent only after the terminal state is stored, by the run that stored it (or by a rerun
+  of a finished job that finds it was never sent).
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import time
 from functools import lru_cache
 from typing import Any
@@ -18,24 +26,29 @@ from typing import Any
 import redis
 import structlog
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
-from worker import health  # noqa: F401  (registers the worker's signal handlers)
+# Imported for their signal handlers: the worker's heartbeat, and the leases of the messages it holds.
+from worker import health, leases  # noqa: F401
 from worker.celery_app import CROP_TASK, app
 from worker.contracts import Cropping, CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.engine.config import EngineConfig
 from worker.engine.errors import CropError
 from worker.engine.types import CropResult
 from worker.jobstore import JobNotFound, JobStore, connect
-from worker.settings import engine_config, get_settings
+from worker.settings import Settings, engine_config, get_settings
 from worker.stats import record_job
 from worker.storage import ObjectNotFound, ObjectTooLarge, S3Storage, StorageUnavailable
 from worker.webhooks.tasks import enqueue_callback
 
 log = structlog.get_logger("cropq.worker")
 
-TRANSIENT = (StorageUnavailable, redis.ConnectionError, redis.TimeoutError)
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+OUTAGE_BACKOFF_CAP_SECONDS = 15.0
+"""Longest wait between two tries against an unavailable store: storage that is back is noticed this fast."""
+
+_rng = random.SystemRandom()
 
 
 @lru_cache(maxsize=1)
@@ -60,11 +73,34 @@ def _run_engine(data: bytes, msg: CropTaskMessage) -> CropResult:
     return detect_crops(data, msg.AspectRatios, msg.InclusionHints, _engine_config())
 
 
-def _finish(store: JobStore, rid: str, crop_seconds: float | None = None, **fields: Any) -> Job:
+def outage_countdown(retries: int, remaining: float, rng: random.Random = _rng) -> float:
+    """Seconds before the next try against an unavailable store: exponential (1, 2, 4 ... 15 s) with equal
+    jitter (half fixed, half random, so workers that failed together spread out), and never past the end of
+    the outage window, so the last try happens at its end."""
+    step = get_exponential_backoff_interval(
+        factor=1, retries=retries, maximum=int(OUTAGE_BACKOFF_CAP_SECONDS), full_jitter=False
+    )
+    delay = step / 2 + rng.uniform(0, step / 2)
+    return max(0.5, min(delay, remaining))
+
+
+class StaleRun(Exception):
+    """A newer run of the job has started: this one must store nothing."""
+
+
+def _send_callback_once(store: JobStore, job: Job) -> None:
+    if job.CallbackURL and not store.callback_queued(job.RequestId):
+        enqueue_callback(job.RequestId)
+        store.mark_callback_queued(job.RequestId)
+
+
+def _finish(store: JobStore, rid: str, attempt: int, crop_seconds: float | None = None, **fields: Any) -> Job:
     ended_now = False
 
     def change(job: Job) -> Job | None:
         nonlocal ended_now
+        if (job.Attempts or 0) > attempt:
+            raise StaleRun(job.Attempts)
         ended_now = not job.Status.finished
         if not ended_now:
             return None  # a rerun after the end changes nothing (at-least-once delivery)
@@ -73,63 +109,92 @@ def _finish(store: JobStore, rid: str, crop_seconds: float | None = None, **fiel
     job = store.update(rid, change)
     if ended_now:
         record_job(store.r, job.Status.value, crop_seconds)
-    log.info("job_finished", status=job.Status.value, code=job.Code)
-    if job.CallbackURL:
-        enqueue_callback(rid)
+        log.info("job_finished", status=job.Status.value, code=job.Code)
+        _send_callback_once(store, job)
     return job
 
 
-def _fail(store: JobStore, rid: str, code: str, message: str) -> Job:
-    return _finish(store, rid, Status=JobStatus.FAILED, Code=code, Message=message, Croppings=None)
+def _fail(store: JobStore, rid: str, attempt: int, code: str, message: str) -> Job:
+    return _finish(store, rid, attempt, Status=JobStatus.FAILED, Code=code, Message=message, Croppings=None)
 
 
 @app.task(name=CROP_TASK, bind=True)
-def crop(self: Task[Any, Any], message: dict[str, Any]) -> None:
+def crop(self: Task[Any, Any], message: dict[str, Any], outage_since: float | None = None) -> None:
     msg = CropTaskMessage.model_validate(message)
     rid = msg.RequestId
-    retries = int(self.request.retries or 0)
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=rid, task_id=self.request.id, retry=retries)
-    settings = get_settings()
+    structlog.contextvars.bind_contextvars(
+        request_id=rid, task_id=self.request.id, retry=int(self.request.retries or 0)
+    )
     store = _store()
     try:
-        starts = store.bump_attempts(rid)
-        structlog.contextvars.bind_contextvars(attempt=starts)
-        try:
-            job = store.get(rid)
-        except JobNotFound:
-            log.warning("job_record_missing")  # expired or deleted: nothing to report to
-            return
-        if job.Status.finished:
-            log.info("job_already_finished")
-            return
-        # Every start beyond the planned ones (first run + Celery retries) is a run that died.
-        if starts > retries + settings.max_attempts:
-            _fail(
-                store,
-                rid,
-                "InternalError",
-                f"The job stopped its worker {starts - retries - 1} times; it was given up.",
-            )
-            return
+        _run(self, msg, store, get_settings(), outage_since)
+    except StaleRun as e:
+        log.warning("stale_run_discarded", newest_attempt=e.args[0])
+    except REDIS_DOWN as e:
+        # Redis stayed away through the client's retries: nothing can be stored, so nothing is decided.
+        # The message goes back on its queue (or, should that fail too, stays unacknowledged for the lease
+        # keeper to put back once Redis answers).
+        log.warning("job_store_unavailable_requeued", error=str(e))
+        raise Reject(e, requeue=True) from e
+    finally:
+        with contextlib.suppress(*REDIS_DOWN):
+            store.end_run(rid)  # not reached when the process dies: that is what makes a death a death
 
-        def running(j: Job) -> Job:
-            return j.model_copy(
-                update={
-                    "Status": JobStatus.RUNNING,
-                    "Attempts": starts,
-                    "StartedAt": j.StartedAt or utcnow_iso(),
-                }
-            )
 
-        store.update(rid, running)
-        log.info("job_started", bucket=msg.Bucket)
+def _run(
+    task: Task[Any, Any],
+    msg: CropTaskMessage,
+    store: JobStore,
+    settings: Settings,
+    outage_since: float | None,
+) -> None:
+    rid = msg.RequestId
+    attempt, ended = store.start_run(rid)
+    structlog.contextvars.bind_contextvars(attempt=attempt)
+    try:
+        job = store.get(rid)
+    except JobNotFound:
+        log.warning("job_record_missing")  # expired or deleted: nothing to report to
+        return
+    if job.Status.finished:
+        log.info("job_already_finished")
+        _send_callback_once(store, job)  # the run that finished it may have died before sending it
+        return
+    if (job.Attempts or 0) > attempt:
+        raise StaleRun(job.Attempts)
+    deaths = attempt - 1 - ended
+    if deaths >= settings.max_attempts:
+        _fail(
+            store,
+            rid,
+            attempt,
+            "InternalError",
+            f"The job stopped its worker {deaths} times; it was given up.",
+        )
+        return
+
+    def running(j: Job) -> Job:
+        if (j.Attempts or 0) > attempt:
+            raise StaleRun(j.Attempts)
+        return j.model_copy(
+            update={
+                "Status": JobStatus.RUNNING,
+                "Attempts": attempt,
+                "StartedAt": j.StartedAt or utcnow_iso(),
+            }
+        )
+
+    store.update(rid, running)
+    log.info("job_started", bucket=msg.Bucket)
+    try:
         data = _storage().get(msg.Bucket, msg.Key, settings.max_image_bytes)
         t0 = time.perf_counter()
         result = _run_engine(data, msg)
         _finish(
             store,
             rid,
+            attempt,
             crop_seconds=time.perf_counter() - t0,
             Status=JobStatus.SUCCEEDED,
             Croppings=[Cropping.from_suggestion(s) for s in result.croppings],
@@ -139,23 +204,54 @@ def crop(self: Task[Any, Any], message: dict[str, Any]) -> None:
             Code=None,
             Message=None,
         )
-    except (ObjectNotFound, ObjectTooLarge) as e:
-        _fail(store, rid, e.code, str(e))
-    except CropError as e:
-        _fail(store, rid, e.code, str(e))
+    except (ObjectNotFound, ObjectTooLarge, CropError) as e:
+        _fail(store, rid, attempt, e.code, str(e))
     except SoftTimeLimitExceeded:
-        _fail(store, rid, "Timeout", f"Processing took longer than {settings.task_soft_time_limit} s.")
-    except TRANSIENT as e:
-        if retries >= settings.storage_retries:
-            log.warning("job_transient_error_final", error=str(e))
-            try:
-                _fail(store, rid, "ServiceUnavailable", f"Storage or Redis kept failing: {e}")
-            except TRANSIENT:
-                raise self.retry(exc=e, countdown=60, max_retries=retries + 1) from e  # Redis itself is down
-            return
-        countdown = get_exponential_backoff_interval(factor=2, retries=retries, maximum=60, full_jitter=True)
-        log.warning("job_transient_error_retry", error=str(e), countdown=countdown)
-        raise self.retry(exc=e, countdown=countdown, max_retries=settings.storage_retries) from e
+        _fail(
+            store, rid, attempt, "Timeout", f"Processing took longer than {settings.task_soft_time_limit} s."
+        )
+    except StorageUnavailable as e:
+        _retry_after_outage(task, msg, store, settings, attempt, e, outage_since)
+    except (StaleRun, *REDIS_DOWN, Reject):
+        raise
     except Exception as e:  # anything unexpected must still end the job, not leave it Running
         log.exception("job_crashed")
-        _fail(store, rid, "InternalError", f"Unexpected error: {type(e).__name__}")
+        _fail(store, rid, attempt, "InternalError", f"Unexpected error: {type(e).__name__}")
+
+
+def _retry_after_outage(
+    task: Task[Any, Any],
+    msg: CropTaskMessage,
+    store: JobStore,
+    settings: Settings,
+    attempt: int,
+    error: StorageUnavailable,
+    outage_since: float | None,
+) -> None:
+    """Try again later while the outage is shorter than the window; fail with ServiceUnavailable after it."""
+    since = outage_since or time.time()
+    waited = time.time() - since
+    remaining = settings.storage_outage_seconds - waited
+    if remaining <= 0:
+        log.warning("job_storage_outage_final", error=str(error), waited=round(waited, 1))
+        _fail(
+            store,
+            msg.RequestId,
+            attempt,
+            "ServiceUnavailable",
+            f"The image store stayed unavailable for {waited:.0f} s: {error}",
+        )
+        return
+    countdown = outage_countdown(int(task.request.retries or 0), remaining)
+    log.warning("job_storage_unavailable_retry", error=str(error), countdown=round(countdown, 2))
+    try:
+        raise task.retry(
+            exc=error,
+            countdown=countdown,
+            max_retries=None,  # bounded by the outage window, not by a count
+            kwargs={"outage_since": since},
+        )
+    except Reject as e:
+        # Celery could not publish the retry (the broker is down too) and would drop the message: put it
+        # back instead; the next run starts the outage clock where this one left it only if it can read it.
+        raise Reject(e, requeue=True) from error

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from worker import keys
 from worker.celery_app import WEBHOOK_TASK, app
@@ -223,9 +223,14 @@ def send_callback(self: Task[Any, Any], request_id: str) -> None:
             raise
         log_event = log.error if isinstance(exc, SealingError) else log.warning
         log_event("webhook.retry_on_error", request_id=request_id, error=type(exc).__name__, detail=str(exc))
-        raise self.retry(exc=exc, countdown=retry_delay(schedule[retries])) from exc
+        countdown = retry_delay(schedule[retries])
     if countdown is not None:
-        raise self.retry(countdown=countdown)
+        try:
+            raise self.retry(countdown=countdown)
+        except Reject as e:
+            # Celery could not publish the retry (Redis is down too) and would drop the message: put it
+            # back instead, so the callback is tried again once Redis answers.
+            raise Reject(e, requeue=True) from e
 
 
 def enqueue_callback(request_id: str) -> None:

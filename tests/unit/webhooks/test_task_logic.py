@@ -264,28 +264,23 @@ def test_task_is_registered_with_celery_retry_budget() -> None:
     assert task.acks_late
 
 
-def test_default_settings_are_valid() -> None:
+def test_default_schedule_retries_for_hours() -> None:
+    # A receiver down for hours still gets its callback: the countdowns are leased, so no delay has to fit
+    # the visibility timeout.
     s = Settings()
-    assert 2 * max(s.webhook_retry_schedule) + s.webhook_timeout_seconds < s.visibility_timeout
+    assert sum(s.webhook_retry_schedule) > 24 * 3600
+    assert max(s.webhook_retry_schedule) > s.visibility_timeout
 
 
-@pytest.mark.parametrize(
-    "env",
-    [
-        {"webhook_retry_schedule": [5, 200], "visibility_timeout": 300},  # 2×200 s outlives the visibility
-        {"webhook_retry_schedule": [140], "visibility_timeout": 300, "webhook_timeout_seconds": 30},
-        {"webhook_retry_schedule": [0, 5]},
-        {"webhook_retry_schedule": [-1]},
-    ],
-)
-def test_unsafe_schedules_are_refused(env: dict[str, object]) -> None:
+@pytest.mark.parametrize("schedule", [[0, 5], [-1], [5, 0, 60]])
+def test_schedules_without_a_delay_are_refused(schedule: list[int]) -> None:
     with pytest.raises(ValidationError):
-        Settings(**env)  # type: ignore[arg-type]
+        Settings(webhook_retry_schedule=schedule)
 
 
-def test_long_schedule_fits_a_long_visibility_timeout() -> None:
-    s = Settings(webhook_retry_schedule=[60, 600, 3600], visibility_timeout=7300)
-    assert s.webhook_retry_schedule == [60, 600, 3600]
+def test_any_positive_schedule_is_taken() -> None:
+    s = Settings(webhook_retry_schedule=[60, 600, 36000], visibility_timeout=30)
+    assert s.webhook_retry_schedule == [60, 600, 36000]
     assert Settings(webhook_retry_schedule=[]).webhook_retry_schedule == []  # no retries at all
 
 

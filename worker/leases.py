@@ -1,0 +1,169 @@
+"""Leases on the messages a worker holds, so a lost worker's jobs come back in seconds, not half an hour.
+
+Kombu's Redis transport keeps every delivered, unacknowledged message in a hash (``unacked``) and its delivery
+time in a sorted set (``unacked_index``); any worker puts a message whose time is older than the visibility
+timeout back on its queue. Alone that forces a choice: a long timeout (a dead host's jobs wait for it) or a
+short one (a long job, or a retry waiting for its countdown, is handed out twice). A lease removes the choice,
+as Sidekiq's reliable fetch does with its heartbeats:
+
+- renew: every quarter of the visibility timeout, the worker's main process moves the index time of every
+  message it still holds (running, prefetched or waiting for a retry countdown) to now, so only messages of a
+  worker that stopped renewing (host gone, network cut, process frozen) ever become visible again;
+- release: a message the worker stopped holding without acknowledging it is put back on its queue at once.
+  That happens when the broker connection drops: Celery forgets its prefetched and countdown messages (their
+  delivery tags belong to the dead connection) and would otherwise leave them for the visibility timeout.
+  An acknowledged message is no longer in the hash, so putting it back is a no-op; one whose acknowledgement
+  failed with the connection is put back and its rerun finds the job finished.
+
+The keeper runs in a thread of the worker's main process over its own broker connection (kombu's, so a
+Sentinel URL works the same), and talks to Redis only through kombu's own QoS code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import structlog
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+log = structlog.get_logger("cropq.leases")
+
+RENEWALS_PER_TIMEOUT = 4
+"""Renewals per visibility timeout: a renewal may fail or come late three times before a message expires."""
+
+RELEASE_GRACE_SECONDS = 2.0
+"""How long a message that left the worker's hands may take to be acknowledged before it counts as dropped."""
+
+TICK_SECONDS = 0.5
+
+
+class UnackedIndex(Protocol):
+    """What the keeper needs from the broker: the transport's unacked bookkeeping."""
+
+    def renew(self, tags: Iterable[str], now: float) -> None: ...
+    def is_unacked(self, tag: str) -> bool: ...
+    def restore(self, tag: str) -> None: ...
+
+
+class LeaseKeeper:
+    """The decisions, free of threads and connections (unit-tested with a fake index)."""
+
+    def __init__(self, index: UnackedIndex, visibility_timeout: float) -> None:
+        self.index = index
+        self.renew_every = max(visibility_timeout / RENEWALS_PER_TIMEOUT, TICK_SECONDS)
+        self._held: set[str] = set()
+        self._released: dict[str, float] = {}  # tag -> when it left our hands
+        self._next_renewal = 0.0
+
+    def tick(self, held: set[str], now: float) -> list[str]:
+        """Renew what is held (when due) and put back what was dropped; returns the tags put back."""
+        for tag in self._held - held:
+            self._released.setdefault(tag, now)
+        for tag in held & self._released.keys():
+            del self._released[tag]  # back in our hands (e.g. a countdown message became a running task)
+        self._held = held
+        if held and now >= self._next_renewal:
+            self.index.renew(sorted(held), now)
+            self._next_renewal = now + self.renew_every
+        restored = []
+        for tag, since in list(self._released.items()):
+            if now - since < RELEASE_GRACE_SECONDS:
+                continue
+            if self.index.is_unacked(tag):
+                self.index.restore(tag)
+                restored.append(tag)
+            del self._released[tag]
+        return restored
+
+
+def held_delivery_tags() -> set[str]:
+    """Delivery tags of the messages this worker process holds: running, prefetched, or scheduled for a
+    countdown. Celery's request sets are changed by the main thread while we copy them, hence the retry."""
+    from celery.worker import state
+
+    for _ in range(5):
+        try:
+            requests = [
+                *tuple(state.active_requests),
+                *tuple(state.reserved_requests),
+                *tuple(getattr(state, "scheduled_requests", ())),  # Celery 5.5+
+            ]
+            break
+        except RuntimeError:  # "set changed size during iteration"
+            time.sleep(0.01)
+    else:
+        return set()
+    tags = set()
+    for request in requests:
+        tag = getattr(request.message, "delivery_tag", None)
+        if tag:
+            tags.add(str(tag))
+    return tags
+
+
+class KombuUnackedIndex:
+    """The Redis transport's unacked hash and index, through a broker connection of our own."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._conn: Any = None
+
+    def _channel(self) -> Any:
+        if self._conn is None:
+            self._conn = self.app.connection_for_write()
+            self._conn.ensure_connection(max_retries=1)
+        return self._conn.default_channel
+
+    def reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a dead connection may fail to close; it is dropped anyway
+                conn.release()
+
+    def renew(self, tags: Iterable[str], now: float) -> None:
+        channel = self._channel()
+        # XX: never re-add a message that was acknowledged or put back meanwhile.
+        channel.client.zadd(channel.unacked_index_key, dict.fromkeys(tags, now), xx=True)
+
+    def is_unacked(self, tag: str) -> bool:
+        channel = self._channel()
+        return bool(channel.client.hexists(channel.unacked_key, tag))
+
+    def restore(self, tag: str) -> None:
+        self._channel().qos.restore_by_tag(tag)  # to the head of its queue (kombu consumes from the right)
+
+
+def _run(app: Celery, stop: threading.Event, held: Callable[[], set[str]]) -> None:
+    index = KombuUnackedIndex(app)
+    keeper = LeaseKeeper(index, float(app.conf.broker_transport_options["visibility_timeout"]))
+    while not stop.wait(TICK_SECONDS):
+        try:
+            for tag in keeper.tick(held(), time.time()):
+                log.info("message_released_put_back", delivery_tag=tag)
+        except Exception as e:  # broker down: keep the state, try again next tick on a new connection
+            log.debug("lease_tick_failed", error=type(e).__name__)
+            index.reset()
+    index.reset()
+
+
+_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is None or not app.conf.broker_url.startswith(("redis", "sentinel")):
+        return
+    threading.Thread(
+        target=_run, args=(app, _stop, held_delivery_tags), name="cropq-leases", daemon=True
+    ).start()
+
+
+@worker_shutdown.connect
+def _shutdown(**_: Any) -> None:
+    _stop.set()
