@@ -6,17 +6,20 @@ The API never decodes images and never imports OpenCV: it sends the task by name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 import structlog
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import invalid_argument, not_found, service_unavailable
+from api.durability import confirm_accepted
+from api.errors import ImmError, invalid_argument, not_found, service_unavailable
 from api.projects import load_project
 from api.schemas import (
     MAX_CALLBACK_URL_LENGTH,
@@ -245,12 +248,37 @@ async def submit_job(
         )
     except Exception as e:  # broker down: the job must not stay recorded as Queued forever
         log.warning("enqueue_failed", error=type(e).__name__)
-        await r.delete(keys.job(request_id))
-        if params.idempotency_key:
-            await r.delete(keys.idempotency(params.project, params.idempotency_key))
+        await withdraw(r, params, request_id)
         raise service_unavailable("The job queue is unavailable; nothing was queued. Try again.") from None
     log.info("job_queued", project=params.project, ratios=params.aspect_ratios)
     return job
+
+
+async def withdraw(r: aioredis.Redis, params: JobParams, request_id: str) -> None:
+    """Take back a job that is not accepted after all: a worker that meets its message finds no record."""
+    await r.delete(keys.job(request_id))
+    if params.idempotency_key:
+        await r.delete(keys.idempotency(params.project, params.idempotency_key))
+
+
+async def accept_jobs(
+    r: aioredis.Redis,
+    celery: Celery,
+    settings: Settings,
+    jobs: Sequence[tuple[JobParams, str]],
+    project: Project,
+) -> list[Job]:
+    """Submit (params, RequestId) pairs, then keep the 202's promise: all are durable, or none is accepted."""
+    submitted = [(p, rid, await submit_job(r, celery, settings, p, rid, project)) for p, rid in jobs]
+    try:
+        await confirm_accepted(r, settings, len(submitted))
+    except (ImmError, redis.RedisError):
+        with contextlib.suppress(redis.RedisError):  # Redis gone: the worker may run it; the client retries
+            for p, rid, job in submitted:
+                if job.RequestId == rid:  # never an earlier job an IdempotencyKey replayed
+                    await withdraw(r, p, rid)
+        raise
+    return [job for _, _, job in submitted]
 
 
 async def get_job(r: aioredis.Redis, request_id: str) -> Job | None:
@@ -277,5 +305,5 @@ async def wait_for_job(r: aioredis.Redis, request_id: str, timeout: float) -> Jo
             await pubsub.get_message(timeout=min(left, 1.0))
             job = await get_job(r, request_id)
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
     return job

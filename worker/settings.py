@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=60, description="How long job records and results are kept."
     )
+    accept_durability: Literal["auto", "memory", "fsync", "replica"] = Field(
+        "auto",
+        description="What a 202 waits for: `memory` (Redis holds the job), `fsync` (the job and its queue "
+        "message are fsynced to Redis' append-only file: WAITAOF), `replica` (they reached a replica: WAIT, "
+        "for Sentinel setups) or `auto` (`fsync` when Redis has its append-only file on, else `memory`). "
+        "Unconfirmed within accept_durability_timeout_ms, the job is withdrawn and the answer is 503.",
+    )
+    accept_durability_timeout_ms: int = Field(
+        2000, ge=10, le=10000, description="How long a submission waits for accept_durability, ms."
+    )
     max_attempts: int = Field(
         3, ge=1, le=20, description="Runs of one job before it is failed (worker deaths count)."
     )

@@ -23,13 +23,22 @@ def record_job(client: redis.Redis, status: str, crop_seconds: float | None = No
         pipe.execute()
 
 
+ACCEPTED = "jobs:accepted"
+
+
 def record_webhook(client: redis.Redis, outcome: str) -> None:
     client.hincrby(keys.STATS, f"webhook:{outcome}", 1)
 
 
 def render_prometheus(stats: dict[str, str]) -> str:
     """The counters in Prometheus text format (cumulative histogram buckets, as Prometheus expects)."""
-    out = ["# HELP cropq_jobs_total Crop jobs finished, by status", "# TYPE cropq_jobs_total counter"]
+    out = [
+        "# HELP cropq_jobs_accepted_total Crop jobs accepted (answered 202)",
+        "# TYPE cropq_jobs_accepted_total counter",
+        f"cropq_jobs_accepted_total {int(stats.get(ACCEPTED, 0))}",
+        "# HELP cropq_jobs_total Crop jobs finished, by status",
+        "# TYPE cropq_jobs_total counter",
+    ]
     for status in ("Succeeded", "Failed"):
         out.append(f'cropq_jobs_total{{status="{status}"}} {int(stats.get(f"jobs:{status}", 0))}')
     out += ["# HELP cropq_crop_seconds Engine time per job", "# TYPE cropq_crop_seconds histogram"]

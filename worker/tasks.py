@@ -131,6 +131,8 @@ def crop(self: Task[Any, Any], message: dict[str, Any], outage_since: float | No
         _run(self, msg, store, get_settings(), outage_since)
     except StaleRun as e:
         log.warning("stale_run_discarded", newest_attempt=e.args[0])
+    except JobNotFound:
+        log.info("job_withdrawn")  # the API took the job back (not made durable in time): nothing to do
     except REDIS_DOWN as e:
         # Redis stayed away through the client's retries: nothing can be stored, so nothing is decided.
         # The message goes back on its queue (or, should that fail too, stays unacknowledged for the lease

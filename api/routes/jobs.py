@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from api.auth.ratelimit import charge_rate_limit
 from api.deps import CeleryDep, PrincipalDep, RedisDep, SecretBoxDep, SettingsDep, require_project_access
 from api.errors import ImmError, invalid_argument, not_found, request_id_of
-from api.jobs import JobParams, build_params, get_job, project_of, submit_job, wait_for_job
+from api.jobs import JobParams, accept_jobs, build_params, get_job, project_of, wait_for_job
 from api.metrics import JOBS_SUBMITTED
 from api.openapi import error_responses
 from api.schemas import (
@@ -63,7 +63,7 @@ async def submit(
     require_project_access(principal, ProjectName)
     params = _params_of(ProjectName, body, idempotency_key)
     project = await project_of(r, ProjectName, box)
-    job = await submit_job(r, celery, settings, params, request_id_of(request), project)
+    (job,) = await accept_jobs(r, celery, settings, [(params, request_id_of(request))], project)
     JOBS_SUBMITTED.labels(face="native").inc()
     response.headers["Location"] = f"/v1/projects/{ProjectName}/crop-jobs/{job.RequestId}"
     return SubmitJobResponse(RequestId=job.RequestId, Status=job.Status)
@@ -105,12 +105,11 @@ async def submit_batch(
                 f"Jobs[{i}]: Bucket {p.bucket!r} does not belong to project {ProjectName!r}."
             )
     base = request_id_of(request)
-    accepted = []
-    for i, p in enumerate(params):
-        job = await submit_job(r, celery, settings, p, f"{base}-{i:03d}", project)
-        JOBS_SUBMITTED.labels(face="native").inc()
-        accepted.append(SubmitJobResponse(RequestId=job.RequestId, Status=job.Status))
-    return SubmitBatchResponse(Jobs=accepted)
+    jobs = await accept_jobs(
+        r, celery, settings, [(p, f"{base}-{i:03d}") for i, p in enumerate(params)], project
+    )
+    JOBS_SUBMITTED.labels(face="native").inc(len(jobs))
+    return SubmitBatchResponse(Jobs=[SubmitJobResponse(RequestId=j.RequestId, Status=j.Status) for j in jobs])
 
 
 @router.get(

@@ -126,6 +126,7 @@ async def rpc(
         credential_config=params.get("CredentialConfig"),
     )
     require_project_access(principal, project)
+    # No durability wait: this face answers with the finished job, not with a promise.
     job = await submit_job(
         r, celery, settings, job_params, request_id_of(request), await project_of(r, project, box)
     )
