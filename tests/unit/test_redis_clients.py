@@ -123,7 +123,7 @@ def test_kombu_reads_the_group_the_way_the_url_says() -> None:
         assert conn.alt == celery_broker(FULL)[0].split(";")
         assert (conn.hostname, conn.port) == ("s1.internal", 26379)
         assert (conn.userid, conn.password, conn.virtual_host) == ("app", "n@de:pw", "3")
-        options = conn.transport_options
+        options = conn.transport_options or {}
     assert options["master_name"] == "cropq"
     assert options["sentinel_kwargs"]["password"] == "s&pw"
     assert options["visibility_timeout"] == Settings().visibility_timeout
@@ -134,7 +134,7 @@ def test_a_plain_url_reaches_kombu_unchanged() -> None:
     with app.connection_for_write() as conn:
         assert conn.transport_cls == "redis"
         assert (conn.hostname, conn.port, conn.password, conn.virtual_host) == ("127.0.0.1", 6390, "pw", "2")
-        assert "master_name" not in conn.transport_options
+        assert "master_name" not in (conn.transport_options or {})
 
 
 def test_the_sync_client_asks_the_sentinels_for_the_primary() -> None:
