@@ -32,6 +32,11 @@ from worker.storage import S3Storage
 log = structlog.get_logger("cropq.api")
 
 
+REDIS_CONNECT_SECONDS = 2.0
+REDIS_ANSWER_SECONDS = 3.0
+"""Longest wait for a Redis answer (a WAITAOF/WAIT waits its own timeout plus a second)."""
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, s.log_json)
@@ -42,11 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = async_client(
             s.redis_url,
             decode_responses=True,
-            # A pooled connection that died with a Redis restart is replaced instead of failing a request.
-            retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            socket_timeout=5,
-            socket_connect_timeout=3,
+            # A pooled connection that died with a Redis restart is replaced (refused and reset connections
+            # are retried for about a second), but a Redis that does not answer is not waited for twice:
+            # while Redis is down every request gets its 503 within a few seconds, never a hang.
+            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[redis.ConnectionError],
+            socket_timeout=max(REDIS_ANSWER_SECONDS, s.accept_durability_timeout_ms / 1000 + 1),
+            socket_connect_timeout=REDIS_CONNECT_SECONDS,
             health_check_interval=30,
         )
         app.state.celery = make_celery(s)

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import asyncio
 
+import redis
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.sentinel import MasterNotFoundError
 
 from worker import keys
 from worker.stats import render_prometheus
 
 router = APIRouter(tags=["operations"])
+
+
+def redis_trouble(e: BaseException) -> str:
+    """Why Redis does not answer, in words an operator acts on (no addresses: the page is unauthenticated)."""
+    if isinstance(e, redis.BusyLoadingError):
+        return "loading its dataset (it is restarting; jobs resume when it is done)"
+    if isinstance(e, TimeoutError | redis.TimeoutError):
+        return "no answer within 2 s (overloaded, frozen or cut off)"
+    if isinstance(e, redis.ReadOnlyError):
+        return "connected to a read-only replica (a failover is under way)"
+    if isinstance(e, redis.AuthenticationError):
+        return "authentication refused (check CROPQ_REDIS_URL's credentials)"
+    if isinstance(e, MasterNotFoundError):
+        return "no primary known to the sentinels (a failover is under way)"
+    if isinstance(e, redis.ConnectionError):
+        return "connection refused or reset (is it running?)"
+    if isinstance(e, redis.ResponseError):
+        return f"error reply {str(e).split(' ', 1)[0]}"
+    return type(e).__name__
 
 
 @router.get("/healthz", operation_id="healthz")
@@ -27,12 +48,14 @@ async def readyz(request: Request) -> JSONResponse:
         await asyncio.wait_for(state.redis.ping(), timeout=2)
         checks["Redis"] = "ok"
     except Exception as e:
-        checks["Redis"] = f"unavailable: {type(e).__name__}"
+        checks["Redis"] = f"unavailable: {redis_trouble(e)}"
     try:
         await asyncio.wait_for(asyncio.to_thread(state.storage.ping), timeout=3)
         checks["Storage"] = "ok"
+    except TimeoutError:
+        checks["Storage"] = "unavailable: no answer within 3 s"
     except Exception as e:
-        checks["Storage"] = f"unavailable: {type(e).__name__}"
+        checks["Storage"] = f"unavailable: {e}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"Status": "ok" if ok else "unavailable", "Checks": checks}, status_code=200 if ok else 503

@@ -1,0 +1,106 @@
+"""Redis crashes under load and comes back from its append-only file: the API answers 503 with an IMM body
+within seconds the whole time (never 500, never a hang), /readyz says why, and every accepted job is run
+again within seconds of Redis' return (not after the visibility timeout)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.localstack import free_port, start_valkey
+from tests.conftest import Stack
+from tests.integration.helpers import jpeg, png, submit, wait_done
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_SECONDS = 6.0
+ANSWER_WITHIN = 6.0
+
+
+def _probe(stack: Stack, project: str, uri: str, stop: threading.Event, seen: list[dict[str, Any]]) -> None:
+    """Every kind of request, over and over, while Redis is down."""
+    requests = [
+        ("POST", f"/v1/projects/{project}/crop-jobs", {"json": {"SourceURI": uri}}),
+        ("GET", f"/v1/projects/{project}/crop-jobs/0F0E0D0C-0000-4000-8000-000000000000", {}),
+        ("GET", f"/v1/projects/{project}/crop-jobs/0F0E0D0C-0000-4000-8000-000000000000?wait=5", {}),
+        ("GET", "/readyz", {}),
+    ]
+    with stack.http() as c:
+        while not stop.is_set():
+            for method, path, kw in requests:
+                t0 = time.monotonic()
+                try:
+                    resp = c.request(method, path, timeout=30, **kw)
+                    seen.append(
+                        {
+                            "path": path,
+                            "status": resp.status_code,
+                            "body": resp.json(),
+                            "seconds": time.monotonic() - t0,
+                        }
+                    )
+                except httpx.HTTPError as e:
+                    seen.append(
+                        {"path": path, "status": None, "error": repr(e), "seconds": time.monotonic() - t0}
+                    )
+            time.sleep(0.1)
+
+
+def test_redis_crash_under_load_answers_503_and_reruns_held_jobs_within_seconds(
+    make_stack: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    data = tmp_path / "valkey"
+    valkey = start_valkey(data, port, durable=True)
+    try:
+        stack: Stack = make_stack(workers=2, concurrency=2, redis_url=f"redis://127.0.0.1:{port}/0")
+        project, bucket = stack.project()
+        heavy = [stack.put(bucket, f"h{i}.png", png(2400, 2400, seed=i)) for i in range(4)]
+        light = [stack.put(bucket, f"l{i}.jpg", jpeg(500, 400, seed=i)) for i in range(8)]
+        with stack.http() as c:
+            rids = [submit(c, project, {"SourceURI": u}) for u in heavy + light]
+            time.sleep(1.0)  # the heavy ones are running, the light ones queued or prefetched
+            valkey.signal_group(signal.SIGKILL)  # a crash, not a shutdown
+            valkey.proc.wait(10)
+            stop, seen = threading.Event(), []  # type: ignore[var-annotated]
+            prober = threading.Thread(target=_probe, args=(stack, project, light[0], stop, seen))
+            prober.start()
+            time.sleep(OUTAGE_SECONDS)
+            stop.set()
+            prober.join(60)
+            valkey = start_valkey(data, port, durable=True)
+            back = time.monotonic()
+            finished = [wait_done(c, project, rid, timeout=120) for rid in rids]
+            recovered = time.monotonic() - back
+            probe = submit(c, project, {"SourceURI": light[1]})
+            t0 = time.monotonic()
+            assert wait_done(c, project, probe, timeout=30)["Status"] == "Succeeded"
+            new_job_seconds = time.monotonic() - t0
+    finally:
+        valkey.stop()
+
+    assert seen, "no request was sent during the outage"
+    assert all(s["status"] == 503 for s in seen), [s for s in seen if s["status"] != 503][:3]
+    assert all(s["seconds"] <= ANSWER_WITHIN for s in seen), max(s["seconds"] for s in seen)
+    api_answers = [s for s in seen if s["path"] != "/readyz"]
+    assert all(s["body"]["Code"] == "ServiceUnavailable" and s["body"]["RequestId"] for s in api_answers)
+    ready = [s["body"] for s in seen if s["path"] == "/readyz"]
+    assert all(
+        r["Status"] == "unavailable" and r["Checks"]["Redis"].startswith("unavailable: ") for r in ready
+    )
+    assert any("refused" in r["Checks"]["Redis"] or "loading" in r["Checks"]["Redis"] for r in ready)
+
+    assert [j["Status"] for j in finished] == ["Succeeded"] * len(rids), finished
+    # Running and prefetched jobs were not left for the 60 s visibility timeout.
+    assert recovered < 40, f"accepted jobs took {recovered:.1f} s to finish after Redis came back"
+    assert new_job_seconds < 10
+    print(
+        f"outage probes {len(seen)}, slowest answer {max(s['seconds'] for s in seen):.2f} s; "
+        f"all {len(rids)} jobs done {recovered:.1f} s after Redis returned; new job {new_job_seconds:.1f} s"
+    )
