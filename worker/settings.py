@@ -39,7 +39,10 @@ class Settings(BaseSettings):
 
     # --- Redis (job records, idempotency keys, nonces, Celery broker) ---
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="Redis URL for job records and the Celery broker."
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL for job records and the Celery broker: redis://, rediss://, or "
+        "redis+sentinel://[[user]:password@]host1:26379[,host2:26379...]/<master_name>[/<db>]"
+        "[?sentinel_password=...] for a Sentinel group.",
     )
     # --- S3 / MinIO ---
     s3_endpoint: str = Field(
@@ -217,6 +220,15 @@ class Settings(BaseSettings):
     def _json_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return json.loads(v) if v.strip() else []
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_readable(cls, v: str) -> str:
+        # A Sentinel URL with a bad part is refused here, naming it, rather than at the first connection.
+        from worker.redis_clients import sentinel_target
+
+        sentinel_target(v)
         return v
 
     @field_validator("secret_key")
