@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -227,7 +228,10 @@ async def submit_job(
         Callback=CallbackState() if params.callback_url else None,
         CreatedAt=utcnow_iso(),
     )
-    await r.set(keys.job(request_id), job.model_dump_json(exclude_none=True), ex=settings.result_ttl_seconds)
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.set(keys.job(request_id), job.model_dump_json(exclude_none=True), ex=settings.result_ttl_seconds)
+        pipe.zadd(keys.open_jobs(settings.queue_name), {request_id: time.time()})  # worker/orphans.py
+        await pipe.execute()
     message = CropTaskMessage(
         RequestId=request_id,
         ProjectName=params.project,
@@ -248,15 +252,16 @@ async def submit_job(
         )
     except Exception as e:  # broker down: the job must not stay recorded as Queued forever
         log.warning("enqueue_failed", error=type(e).__name__)
-        await withdraw(r, params, request_id)
+        await withdraw(r, settings, params, request_id)
         raise service_unavailable("The job queue is unavailable; nothing was queued. Try again.") from None
     log.info("job_queued", project=params.project, ratios=params.aspect_ratios)
     return job
 
 
-async def withdraw(r: aioredis.Redis, params: JobParams, request_id: str) -> None:
+async def withdraw(r: aioredis.Redis, settings: Settings, params: JobParams, request_id: str) -> None:
     """Take back a job that is not accepted after all: a worker that meets its message finds no record."""
     await r.delete(keys.job(request_id))
+    await r.zrem(keys.open_jobs(settings.queue_name), request_id)
     if params.idempotency_key:
         await r.delete(keys.idempotency(params.project, params.idempotency_key))
 
@@ -276,7 +281,7 @@ async def accept_jobs(
         with contextlib.suppress(redis.RedisError):  # Redis gone: the worker may run it; the client retries
             for p, rid, job in submitted:
                 if job.RequestId == rid:  # never an earlier job an IdempotencyKey replayed
-                    await withdraw(r, p, rid)
+                    await withdraw(r, settings, p, rid)
         raise
     return [job for _, _, job in submitted]
 

@@ -25,6 +25,16 @@ def job_callback_queued(request_id: str) -> str:
     return f"{PREFIX}:job:{request_id}:callback-queued"
 
 
+def open_jobs(queue: str) -> str:
+    """Sorted set of the jobs of ``queue`` not finished yet, scored by their last sign of life (accepted, or
+    a lease renewed by the worker holding them): the orphan sweeper's index."""
+    return f"{PREFIX}:open:{queue}"
+
+
+def orphan_sweep_lock(queue: str) -> str:
+    return f"{PREFIX}:open:{queue}:sweeping"
+
+
 def job_done_channel(request_id: str) -> str:
     """Pub/sub channel a finished job is announced on (wakes long-polls)."""
     return f"{PREFIX}:done:{request_id}"

@@ -31,6 +31,8 @@ import structlog
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from worker import keys
+
 log = structlog.get_logger("cropq.leases")
 
 RENEWALS_PER_TIMEOUT = 4
@@ -46,6 +48,7 @@ class UnackedIndex(Protocol):
     """What the keeper needs from the broker: the transport's unacked bookkeeping."""
 
     def renew(self, tags: Iterable[str], now: float) -> None: ...
+    def touch_jobs(self, request_ids: Iterable[str], now: float) -> None: ...
     def is_unacked(self, tag: str) -> bool: ...
     def restore(self, tag: str) -> None: ...
 
@@ -60,8 +63,10 @@ class LeaseKeeper:
         self._released: dict[str, float] = {}  # tag -> when it left our hands
         self._next_renewal = 0.0
 
-    def tick(self, held: set[str], now: float) -> list[str]:
-        """Renew what is held (when due) and put back what was dropped; returns the tags put back."""
+    def tick(self, held: set[str], now: float, jobs: Iterable[str] = ()) -> list[str]:
+        """Renew what is held (when due) and put back what was dropped; returns the tags put back. ``jobs``:
+        the crop jobs among the held messages, whose sign of life the orphan sweeper reads is refreshed
+        with each renewal."""
         for tag in self._held - held:
             self._released.setdefault(tag, now)
         for tag in held & self._released.keys():
@@ -69,6 +74,7 @@ class LeaseKeeper:
         self._held = held
         if held and now >= self._next_renewal:
             self.index.renew(sorted(held), now)
+            self.index.touch_jobs(sorted(jobs), now)
             self._next_renewal = now + self.renew_every
         restored = []
         for tag, since in list(self._released.items()):
@@ -81,10 +87,13 @@ class LeaseKeeper:
         return restored
 
 
-def held_delivery_tags() -> set[str]:
-    """Delivery tags of the messages this worker process holds: running, prefetched, or scheduled for a
-    countdown. Celery's request sets are changed by the main thread while we copy them, hence the retry."""
+def held_messages() -> dict[str, str | None]:
+    """The messages this worker process holds (running, prefetched, or scheduled for a countdown): delivery
+    tag -> RequestId for crop jobs, None for other tasks. Celery's request sets are changed by the main
+    thread while we copy them, hence the retry."""
     from celery.worker import state
+
+    from worker.celery_app import CROP_TASK
 
     for _ in range(5):
         try:
@@ -97,20 +106,21 @@ def held_delivery_tags() -> set[str]:
         except RuntimeError:  # "set changed size during iteration"
             time.sleep(0.01)
     else:
-        return set()
-    tags = set()
+        return {}
+    held: dict[str, str | None] = {}
     for request in requests:
         tag = getattr(request.message, "delivery_tag", None)
         if tag:
-            tags.add(str(tag))
-    return tags
+            held[str(tag)] = str(request.id) if request.name == CROP_TASK else None
+    return held
 
 
 class KombuUnackedIndex:
     """The Redis transport's unacked hash and index, through a broker connection of our own."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, queue: str) -> None:
         self.app = app
+        self.queue = queue
         self._conn: Any = None
 
     def _channel(self) -> Any:
@@ -130,6 +140,11 @@ class KombuUnackedIndex:
         # XX: never re-add a message that was acknowledged or put back meanwhile.
         channel.client.zadd(channel.unacked_index_key, dict.fromkeys(tags, now), xx=True)
 
+    def touch_jobs(self, request_ids: Iterable[str], now: float) -> None:
+        rids = list(request_ids)
+        if rids:  # XX: a job that finished meanwhile stays out of the index
+            self._channel().client.zadd(keys.open_jobs(self.queue), dict.fromkeys(rids, now), xx=True)
+
     def is_unacked(self, tag: str) -> bool:
         channel = self._channel()
         return bool(channel.client.hexists(channel.unacked_key, tag))
@@ -138,12 +153,14 @@ class KombuUnackedIndex:
         self._channel().qos.restore_by_tag(tag)  # to the head of its queue (kombu consumes from the right)
 
 
-def _run(app: Celery, stop: threading.Event, held: Callable[[], set[str]]) -> None:
-    index = KombuUnackedIndex(app)
+def _run(app: Celery, stop: threading.Event, held: Callable[[], dict[str, str | None]]) -> None:
+    index = KombuUnackedIndex(app, str(app.conf.task_default_queue))
     keeper = LeaseKeeper(index, float(app.conf.broker_transport_options["visibility_timeout"]))
     while not stop.wait(TICK_SECONDS):
         try:
-            for tag in keeper.tick(held(), time.time()):
+            messages = held()
+            jobs = [rid for rid in messages.values() if rid]
+            for tag in keeper.tick(set(messages), time.time(), jobs):
                 log.info("message_released_put_back", delivery_tag=tag)
         except Exception as e:  # broker down: keep the state, try again next tick on a new connection
             log.debug("lease_tick_failed", error=type(e).__name__)
@@ -159,9 +176,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if app is None or not app.conf.broker_url.startswith(("redis", "sentinel")):
         return
-    threading.Thread(
-        target=_run, args=(app, _stop, held_delivery_tags), name="cropq-leases", daemon=True
-    ).start()
+    threading.Thread(target=_run, args=(app, _stop, held_messages), name="cropq-leases", daemon=True).start()
 
 
 @worker_shutdown.connect

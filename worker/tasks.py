@@ -29,8 +29,9 @@ from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
-# Imported for their signal handlers: the worker's heartbeat, and the leases of the messages it holds.
-from worker import health, leases  # noqa: F401
+# Imported for their signal handlers: the worker's heartbeat, the leases of the messages it holds, and
+# the sweeper that sends orphaned jobs again.
+from worker import health, keys, leases, orphans  # noqa: F401
 from worker.celery_app import CROP_TASK, app
 from worker.contracts import Cropping, CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.engine.config import EngineConfig
@@ -108,6 +109,7 @@ def _finish(store: JobStore, rid: str, attempt: int, crop_seconds: float | None 
 
     job = store.update(rid, change)
     if ended_now:
+        store.r.zrem(keys.open_jobs(get_settings().queue_name), rid)  # a leftover is the sweeper's to drop
         record_job(store.r, job.Status.value, crop_seconds)
         log.info("job_finished", status=job.Status.value, code=job.Code)
         _send_callback_once(store, job)

@@ -13,6 +13,7 @@ class FakeIndex:
         self.unacked: dict[str, float] = {}
         self.renewals: list[tuple[list[str], float]] = []
         self.restored: list[str] = []
+        self.touched: list[tuple[list[str], float]] = []
 
     def deliver(self, tag: str, at: float) -> None:
         self.unacked[tag] = at
@@ -26,6 +27,9 @@ class FakeIndex:
         for tag in tags:
             if tag in self.unacked:  # ZADD XX
                 self.unacked[tag] = now
+
+    def touch_jobs(self, request_ids: Iterable[str], now: float) -> None:
+        self.touched.append((list(request_ids), now))
 
     def is_unacked(self, tag: str) -> bool:
         return tag in self.unacked
@@ -114,3 +118,11 @@ def test_a_broker_outage_delays_renewal_and_put_back_without_forgetting_them() -
     index.down = False  # Redis is back
     assert keeper.tick({"running"}, 6.0) == ["dropped"]
     assert index.renewals[-1] == (["running"], 6.0)
+
+
+def test_held_crop_jobs_show_a_sign_of_life_with_each_renewal() -> None:
+    index = FakeIndex()
+    keeper = LeaseKeeper(index, visibility_timeout=8)
+    for second in range(5):
+        keeper.tick({"tag-a", "tag-b"}, float(second), jobs=["RID-A"])
+    assert index.touched == [(["RID-A"], 0.0), (["RID-A"], 2.0), (["RID-A"], 4.0)]

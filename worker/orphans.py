@@ -1,0 +1,143 @@
+"""Orphaned jobs: open in their record, held by no worker, waiting in no queue. Put back on the queue.
+
+Leases and the visibility timeout recover every message that sits in kombu's unacked hash. A few paths lose
+the message itself while its job stays open: kombu's consumer pops a message and records it as unacked in
+two separate commands (a worker process dying between them drops it), and a fenced stale run's late
+acknowledgement removes the unacked entry of the message that was handed on. Sidekiq answers the same gap
+with an orphan check; this is ours.
+
+Every open job has an entry in ``cropq:open:<queue>`` scored by its last sign of life: the API adds it when
+it accepts the job, the lease keeper refreshes it while a worker holds the job's message, and the run that
+finishes the job removes it. A sweeper in every worker (one at a time per queue, under a Redis lock) looks
+only when the queue is empty, so no job waiting in a backlog is ever taken for lost: a job whose entry is
+older than twice the visibility timeout (plus a margin) on two sweeps in a row, with its score unchanged,
+is sent again under its RequestId. Should it be alive after all, the duplicate run is fenced by attempt
+numbers or finds the job finished, and stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import structlog
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from worker import keys
+from worker.contracts import CropTaskMessage, Job
+from worker.jobstore import JobNotFound, JobStore, connect
+
+log = structlog.get_logger("cropq.orphans")
+
+MARGIN_SECONDS = 5.0
+BATCH = 100
+
+
+def orphan_after(visibility_timeout: float) -> float:
+    """An open job is suspect after this long without a sign of life: twice the time a lost worker's
+    message takes to come back by itself, plus a margin."""
+    return 2 * visibility_timeout + MARGIN_SECONDS
+
+
+def message_of(job: Job) -> CropTaskMessage:
+    """The crop task's message, rebuilt from the job record (it holds everything the message carried)."""
+    bucket, _, key = job.SourceURI.split("://", 1)[1].partition("/")
+    return CropTaskMessage(
+        RequestId=job.RequestId,
+        ProjectName=job.ProjectName,
+        Bucket=bucket,
+        Key=key,
+        AspectRatios=job.AspectRatios,
+        InclusionHints=job.InclusionHints,
+    )
+
+
+class OrphanSweeper:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: str,
+        visibility_timeout: float,
+        resend: Callable[[CropTaskMessage], None],
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.stale_after = orphan_after(visibility_timeout)
+        self.resend = resend
+        self._suspects: dict[str, float] = {}
+
+    def sweep(self, now: float) -> list[str]:
+        """One look; returns the RequestIds sent again."""
+        r = self.store.r
+        index = keys.open_jobs(self.queue)
+        if r.llen(self.queue) > 0:
+            self._suspects = {}  # a backlog: old entries may simply be waiting their turn
+            return []
+        stale: list[tuple[bytes | str, float]] = r.zrangebyscore(  # type: ignore[assignment]
+            index, "-inf", now - self.stale_after, start=0, num=BATCH, withscores=True
+        )
+        suspects: dict[str, float] = {}
+        resent = []
+        for member, score in stale:
+            rid = member.decode() if isinstance(member, bytes) else str(member)
+            if self._suspects.get(rid) != score:
+                suspects[rid] = score  # first sighting: look again next sweep
+                continue
+            try:
+                job = self.store.get(rid)
+            except JobNotFound:
+                r.zrem(index, rid)  # expired or withdrawn
+                continue
+            if job.Status.finished:
+                r.zrem(index, rid)  # its finisher could not remove it
+                continue
+            self.resend(message_of(job))
+            r.zadd(index, {rid: now})
+            resent.append(rid)
+            log.warning("orphaned_job_sent_again", request_id=rid, status=job.Status.value)
+        self._suspects = suspects
+        return resent
+
+
+def _run(app: Celery, stop: threading.Event) -> None:
+    from worker.celery_app import CROP_TASK
+    from worker.settings import get_settings
+
+    s = get_settings()
+    store = JobStore(connect(s.redis_url), s.result_ttl_seconds)
+    interval = max(s.visibility_timeout / 2, 1.0)
+
+    def resend(msg: CropTaskMessage) -> None:
+        app.send_task(CROP_TASK, args=[msg.model_dump()], task_id=msg.RequestId, queue=s.queue_name)
+
+    sweeper = OrphanSweeper(store, s.queue_name, s.visibility_timeout, resend)
+    lock = keys.orphan_sweep_lock(s.queue_name)
+    while not stop.wait(interval):
+        try:
+            # One sweeper per queue at a time; the lock lapses by itself if its holder dies.
+            if store.r.set(lock, 1, nx=True, px=int(interval * 1000 * 0.9)):
+                sweeper.sweep(time.time())
+        except (redis.RedisError, OSError) as e:
+            log.debug("orphan_sweep_failed", error=type(e).__name__)
+        except Exception:  # never let the thread die: it is the last line of defence
+            log.exception("orphan_sweep_crashed")
+
+
+_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is None:
+        return
+    threading.Thread(target=_run, args=(app, _stop), name="cropq-orphans", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _shutdown(**_: Any) -> None:
+    _stop.set()
