@@ -1,7 +1,10 @@
-"""Shared bits of the integration tests: images and job polling."""
+"""Shared bits of the integration tests: images, job polling and a TCP forwarder."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from typing import Any
 
@@ -71,3 +74,50 @@ def assert_valid_croppings(job: dict[str, Any], ratios: list[str], width: int, h
             {"X": left, "Y": bottom},
         ]
         assert 0.0 <= c["Confidence"] <= 1.0
+
+
+class FlakyProxy:
+    """A TCP forwarder to ``target`` (host:port) listening on ``bind``, on a free port; it can be switched
+    off (an outage: new connections are closed at once) and on again."""
+
+    def __init__(self, target: str, bind: str = "127.0.0.1") -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.up = threading.Event()
+        self.up.set()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((bind, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.refused = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                self.refused += 1
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.sock.close()

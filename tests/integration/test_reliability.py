@@ -5,11 +5,8 @@ Each test runs its own stack (own queue) so killing processes cannot disturb oth
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import pytest
 import redis
 
 from tests.conftest import Stack
-from tests.integration.helpers import jpeg, png, submit, wait_done
+from tests.integration.helpers import FlakyProxy, jpeg, png, submit, wait_done
 
 pytestmark = pytest.mark.integration
 
@@ -106,52 +103,6 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(make_stack: Any) -> Non
     ok = stack.put(bucket, "ok.jpg", jpeg(400, 300))
     with stack.http() as c:
         assert wait_done(c, project, submit(c, project, {"SourceURI": ok}))["Status"] == "Succeeded"
-
-
-class FlakyProxy:
-    """A loopback TCP proxy to the real S3 server that can be switched off (an outage) and on again."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.rsplit(":", 1)
-        self.target = (host, int(port))
-        self.up = threading.Event()
-        self.up.set()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.refused = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                self.refused += 1
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_storage_outage_is_retried_until_storage_returns(make_stack: Any, s3_server: Any) -> None:
