@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory bench-hostile quality face-scale all clean
+.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory bench-hostile bench-chaos bench-soak quality face-scale all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ bench-memory: install
 ## Hostile images (generated corpus) against the decode sandbox: code, time, child peak RSS per image.
 bench-hostile: install
 	$(BIN)/python bench/hostile_bench.py
+
+## Chaos: jobs before and during worker-child SIGKILLs, a Valkey restart, a storage outage and a failing
+## callback receiver: lost, failed, duplicated results and callbacks, recovery times (exit 1 on a loss).
+bench-chaos: install
+	$(BIN)/python bench/chaos.py
+
+## Soak: 10,000 jobs at 80 % of the measured capacity: latency, throughput, worker RSS, Redis memory and
+## backlog per 1,000 jobs, plotted to docs/soak.png.
+bench-soak: install
+	$(BIN)/python bench/soak.py
 
 ## Crop quality on an eval folder: make quality EVAL_DIR=/path/to/eval
 quality: install

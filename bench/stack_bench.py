@@ -27,22 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api.localstack import (  # noqa: E402
-    free_port,
-    start_api,
-    start_seaweedfs,
-    start_valkey,
-    start_worker,
-    wait_for_workers,
-)
+from bench.stack_fixture import BENCH_KEY as KEY  # noqa: E402
+from bench.stack_fixture import say, start_stack  # noqa: E402
 
 RATIOS = ["1:1", "16:9", "4:3", "3:4", "9:16"]
-KEY = {"AccessKeyId": "LTAIbenchadmin0001", "AccessKeySecret": "bench-secret-0123456789", "Projects": ["*"]}
-
-
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def make_12mp_jpeg() -> bytes:
@@ -130,49 +118,19 @@ def main() -> None:
     floor, engine = time_engine(data, 20)
     f50, e50 = statistics.median(floor), statistics.median(engine)
 
-    work = Path(tempfile.mkdtemp(prefix="cropq-bench-"))
-    rport, sport, aport = free_port(), free_port(), free_port()
-    procs = [
-        start_valkey(work / "valkey", rport, durable=True),
-        start_seaweedfs(work / "s3", sport, "benchkey", "bench-secret-key-123"),
-    ]
-    import os
-
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CROPQ_")},
-        "CROPQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0",
-        "CROPQ_S3_ENDPOINT": f"127.0.0.1:{sport}",
-        "CROPQ_S3_ACCESS_KEY": "benchkey",
-        "CROPQ_S3_SECRET_KEY": "bench-secret-key-123",
-        "CROPQ_SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
-        "CROPQ_ACCESS_KEYS": json.dumps([KEY]),
-        "CROPQ_API_PORT": str(aport),
-        "CROPQ_RATE_LIMIT_PER_MINUTE": "0",
-        "CROPQ_LOG_LEVEL": "WARNING",
-    }
-    workers = []
+    stack = start_stack(Path(tempfile.mkdtemp(prefix="cropq-bench-")), log_level="WARNING")
     try:
-        procs.append(start_api(env, "127.0.0.1", aport, work / "api.log"))
-        from minio import Minio
+        stack.project("bench", "bench")
+        uri = stack.put("bench", "12mp.jpg", data)
+        client = stack.http(timeout=120)
 
-        s3 = Minio(
-            f"127.0.0.1:{sport}", access_key="benchkey", secret_key="bench-secret-key-123", secure=False
-        )
-        s3.make_bucket("bench")
-        s3.put_object("bench", "12mp.jpg", io.BytesIO(data), len(data))
-        uri = "oss://bench/12mp.jpg"
-        auth = {"Authorization": f"Bearer {KEY['AccessKeyId']}:{KEY['AccessKeySecret']}"}
-        client = httpx.Client(base_url=f"http://127.0.0.1:{aport}", headers=auth, timeout=120)
-        client.put("/v1/projects/bench", json={"Buckets": ["bench"]}).raise_for_status()
-
-        workers.append(start_worker(env, "bench1", 1, "cropq", work / "w1.log"))
-        wait_for_workers(env["CROPQ_REDIS_URL"], 1)
+        stack.add_worker(1)
         for _ in range(3):
             run_job(client, uri)  # warm-up: model load in the worker child
         latency = [run_job(client, uri) for _ in range(args.latency_jobs)]
         # The queue's own cost: a job on a missing object (API, Redis, worker, S3 stat, result; no decode).
         queue_rtt = [run_job(client, "oss://bench/missing.jpg", "Failed") for _ in range(args.latency_jobs)]
-        sdk_latency = time_sdk(aport, uri, args.latency_jobs)
+        sdk_latency = time_sdk(stack.api_port, uri, args.latency_jobs)
 
         def batch() -> float:
             t0 = time.perf_counter()
@@ -181,14 +139,12 @@ def main() -> None:
             return args.jobs / (time.perf_counter() - t0)
 
         one = batch()
-        workers.append(start_worker(env, "bench2", 1, "cropq", work / "w2.log"))
-        wait_for_workers(env["CROPQ_REDIS_URL"], 2)
+        stack.add_worker(1)
         for _ in range(2):
             run_job(client, uri)
         two = batch()
     finally:
-        for p in reversed(procs + workers):
-            p.stop()
+        stack.stop()
 
     l50, l95 = pct(latency, 50), pct(latency, 95)
     say("")
