@@ -108,7 +108,9 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(make_stack: Any) -> Non
 def test_storage_outage_is_retried_until_storage_returns(make_stack: Any, s3_server: Any) -> None:
     proxy = FlakyProxy(s3_server.endpoint)
     try:
-        stack: Stack = make_stack(workers=1, s3_endpoint=f"127.0.0.1:{proxy.port}", storage_retries="8")
+        stack: Stack = make_stack(
+            workers=1, s3_endpoint=f"127.0.0.1:{proxy.port}", storage_outage_seconds="60"
+        )
         project, bucket = stack.project()
         uri = stack.put(bucket, "a.jpg", jpeg(600, 400))
         proxy.up.clear()
