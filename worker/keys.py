@@ -31,6 +31,11 @@ def open_jobs(queue: str) -> str:
     return f"{PREFIX}:open:{queue}"
 
 
+def job_resent(request_id: str) -> str:
+    """How many times the orphan sweeper sent the job again (it gives the job up after a few)."""
+    return f"{PREFIX}:job:{request_id}:resent"
+
+
 def orphan_sweep_lock(queue: str) -> str:
     return f"{PREFIX}:open:{queue}:sweeping"
 

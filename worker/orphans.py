@@ -35,6 +35,8 @@ log = structlog.get_logger("cropq.orphans")
 
 MARGIN_SECONDS = 5.0
 BATCH = 100
+MAX_RESENDS = 3
+"""A job lost this many times is not lost by chance: the next sweep ends it ``Failed`` instead."""
 
 
 def orphan_after(visibility_timeout: float) -> float:
@@ -63,11 +65,13 @@ class OrphanSweeper:
         queue: str,
         visibility_timeout: float,
         resend: Callable[[CropTaskMessage], None],
+        give_up: Callable[[Job, str], None],
     ) -> None:
         self.store = store
         self.queue = queue
         self.stale_after = orphan_after(visibility_timeout)
         self.resend = resend
+        self.give_up = give_up
         self._suspects: dict[str, float] = {}
 
     def sweep(self, now: float) -> list[str]:
@@ -95,10 +99,19 @@ class OrphanSweeper:
             if job.Status.finished:
                 r.zrem(index, rid)  # its finisher could not remove it
                 continue
+            times = int(r.incr(keys.job_resent(rid)))
+            r.expire(keys.job_resent(rid), self.store.ttl)
+            if times > MAX_RESENDS:
+                log.error("orphaned_job_given_up", request_id=rid, resends=times - 1)
+                self.give_up(
+                    job, f"The job was lost {times - 1} times after it was accepted; it was given up."
+                )
+                r.zrem(index, rid)
+                continue
             self.resend(message_of(job))
             r.zadd(index, {rid: now})
             resent.append(rid)
-            log.warning("orphaned_job_sent_again", request_id=rid, status=job.Status.value)
+            log.warning("orphaned_job_sent_again", request_id=rid, status=job.Status.value, resends=times)
         self._suspects = suspects
         return resent
 
@@ -114,7 +127,12 @@ def _run(app: Celery, stop: threading.Event) -> None:
     def resend(msg: CropTaskMessage) -> None:
         app.send_task(CROP_TASK, args=[msg.model_dump()], task_id=msg.RequestId, queue=s.queue_name)
 
-    sweeper = OrphanSweeper(store, s.queue_name, s.visibility_timeout, resend)
+    def give_up(job: Job, reason: str) -> None:
+        from worker.tasks import fail_lost_job  # the task module imports this one
+
+        fail_lost_job(store, job, reason)
+
+    sweeper = OrphanSweeper(store, s.queue_name, s.visibility_timeout, resend, give_up)
     lock = keys.orphan_sweep_lock(s.queue_name)
     while not stop.wait(interval):
         try:

@@ -120,7 +120,14 @@ def _fail(store: JobStore, rid: str, attempt: int, code: str, message: str) -> J
     return _finish(store, rid, attempt, Status=JobStatus.FAILED, Code=code, Message=message, Croppings=None)
 
 
-@app.task(name=CROP_TASK, bind=True)
+# No retry count: storage outages are bounded by their time window (Celery reads None as "no limit" only
+# here; a None passed to retry() would mean "the task's default", 3).
+def fail_lost_job(store: JobStore, job: Job, reason: str) -> None:
+    """End a job whose message keeps vanishing (the orphan sweeper's last resort), callback included."""
+    _fail(store, job.RequestId, job.Attempts or 0, "InternalError", reason)
+
+
+@app.task(name=CROP_TASK, bind=True, max_retries=None)
 def crop(self: Task[Any, Any], message: dict[str, Any], outage_since: float | None = None) -> None:
     msg = CropTaskMessage.model_validate(message)
     rid = msg.RequestId
@@ -252,7 +259,6 @@ def _retry_after_outage(
         raise task.retry(
             exc=error,
             countdown=countdown,
-            max_retries=None,  # bounded by the outage window, not by a count
             kwargs={"outage_since": since},
         )
     except Reject as e:

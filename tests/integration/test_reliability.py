@@ -127,6 +127,29 @@ def test_storage_outage_is_retried_until_storage_returns(make_stack: Any, s3_ser
         proxy.close()
 
 
+def test_storage_outage_longer_than_the_window_fails_the_job_with_service_unavailable(
+    make_stack: Any, s3_server: Any
+) -> None:
+    proxy = FlakyProxy(s3_server.endpoint)
+    try:
+        stack: Stack = make_stack(
+            workers=1, s3_endpoint=f"127.0.0.1:{proxy.port}", storage_outage_seconds="6"
+        )
+        project, bucket = stack.project()
+        uri = stack.put(bucket, "a.jpg", jpeg(600, 400))
+        proxy.up.clear()  # down for good
+        with stack.http() as c:
+            t0 = time.monotonic()
+            job = wait_done(c, project, submit(c, project, {"SourceURI": uri}), timeout=60)
+            took = time.monotonic() - t0
+    finally:
+        proxy.close()
+    assert job["Status"] == "Failed" and job["Code"] == "ServiceUnavailable", job
+    assert "unavailable for" in job["Message"]
+    assert 6 <= took < 30, took  # tried for the whole window, then gave up at its end
+    assert proxy.refused >= 3  # with backoff in between, not once
+
+
 def test_redis_restart_loses_no_accepted_job_and_workers_reconnect(make_stack: Any, tmp_path: Path) -> None:
     from api.localstack import free_port, start_valkey
     from tests.conftest import wait_for_workers_on

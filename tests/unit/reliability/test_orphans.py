@@ -7,7 +7,7 @@ import redis
 from worker import keys
 from worker.contracts import CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.jobstore import JobStore
-from worker.orphans import OrphanSweeper, message_of, orphan_after
+from worker.orphans import MAX_RESENDS, OrphanSweeper, message_of, orphan_after
 
 QUEUE = "orphans-test"
 VT = 10.0
@@ -28,9 +28,16 @@ def _job(r: redis.Redis, rid: str, status: JobStatus = JobStatus.QUEUED, seen_at
     r.zadd(keys.open_jobs(QUEUE), {rid: seen_at})
 
 
+given_up: list[tuple[str, str]] = []
+
+
 def _sweeper(r: redis.Redis) -> tuple[OrphanSweeper, list[CropTaskMessage]]:
     sent: list[CropTaskMessage] = []
-    return OrphanSweeper(JobStore(r, 3600), QUEUE, VT, sent.append), sent
+    given_up.clear()
+    sweeper = OrphanSweeper(
+        JobStore(r, 3600), QUEUE, VT, sent.append, lambda job, why: given_up.append((job.RequestId, why))
+    )
+    return sweeper, sent
 
 
 def test_a_lost_job_is_sent_again_after_two_sightings(redis_client: redis.Redis) -> None:
@@ -91,3 +98,18 @@ def test_message_of_round_trips_a_job() -> None:
     assert message_of(job) == CropTaskMessage(
         RequestId="R", ProjectName="p", Bucket="b", Key="k/x.png", AspectRatios=["4:3"]
     )
+
+
+def test_a_job_lost_again_and_again_is_given_up(redis_client: redis.Redis) -> None:
+    _job(redis_client, "A")
+    sweeper, sent = _sweeper(redis_client)
+    now = LATE
+    for _ in range(MAX_RESENDS + 1):
+        sweeper.sweep(now)
+        sweeper.sweep(now + 1)
+        now += orphan_after(VT) + 2  # lost again: no sign of life since it was sent
+    assert len(sent) == MAX_RESENDS
+    assert given_up == [
+        ("A", f"The job was lost {MAX_RESENDS} times after it was accepted; it was given up.")
+    ]
+    assert redis_client.zrange(keys.open_jobs(QUEUE), 0, -1) == []
