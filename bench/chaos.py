@@ -340,7 +340,22 @@ class Chaos:
         self.start_probe(fault, probes)
 
     # ------------------------------------------------------------ the run
+    def warm_up(self) -> None:
+        """A few jobs per worker child first (each child loads its models on its first job), so the jobs
+        submitted before the faults run at full speed; they are setup and are not counted."""
+        with self.stack.http(timeout=30) as client:
+            count = 2 * self.args.workers * self.args.concurrency
+            rids = [
+                self.submit(client, self.plain_body(n), "warm-up", time.monotonic() + 60)
+                for n in range(count)
+            ]
+            give_up = time.monotonic() + 180
+            for rid in rids:
+                if rid is None or not self.wait_succeeded(client, rid, give_up):
+                    raise RuntimeError("the warm-up jobs did not succeed: the stack is not working")
+
     def execute(self) -> None:
+        self.warm_up()
         with self.stack.http(timeout=30) as client:
             for n in range(self.args.jobs_before):
                 rid = self.submit(client, self.body(n), "load", time.monotonic() + 60)
@@ -385,6 +400,8 @@ class Chaos:
                     self.all_ended_at = self.clock.now()
                 if all(_settled(r) for r in records.values()):
                     return
+                if self.all_ended_at is not None and exited_processes(self.stack):
+                    return  # a callback worker is gone: the callbacks left will not settle
                 if time.monotonic() >= next_note:
                     say(f"  {self.clock.now():.0f} s: {ended} of {len(records)} jobs ended")
                     next_note += 15
@@ -464,7 +481,33 @@ def figures(chaos: Chaos, receiver: CallbackReceiver) -> dict[str, Any]:
         "other_5xx_statuses": dict(Counter(str(a.status) for a in other_5xx)),
         "503_outside_outage": sum(1 for a in api.answers if a.source != "outage" and a.status == 503),
         "api_requests": len(api.answers),
+        "callbacks_unsettled": sum(1 for r in callback_jobs if not _settled(r)),
+        "exited_processes": exited_processes(chaos.stack),
     }
+
+
+def exited_processes(stack: BenchStack) -> dict[str, str]:
+    """The API, crop and callback workers that are no longer running, with their last critical log event
+    (the faults restart Valkey and SeaweedFS themselves; everything else must ride them out)."""
+    procs = [stack.api, *stack.workers, *(w.webhooks for w in stack.workers)]
+    out = {}
+    for proc in procs:
+        if proc is None or proc.alive():
+            continue
+        out[proc.name] = last_critical(proc.log_path) or f"exit code {proc.proc.returncode}"
+    return out
+
+
+def last_critical(log: Path) -> str | None:
+    """The last JSON log event at level critical (Celery's "Unrecoverable error: ...")."""
+    found = None
+    for line in log.read_text(errors="replace").splitlines():
+        if '"critical"' in line:
+            try:
+                found = str(json.loads(line).get("event", ""))[:300]
+            except ValueError:
+                continue
+    return found
 
 
 def _s(value: float | None) -> str:
@@ -479,6 +522,8 @@ def report(f: dict[str, Any]) -> bool:
         and f["other_5xx"] == 0
         and f["outage_all_503_imm"]
         and (f["outage_max_seconds"] or 0) <= OUTAGE_ANSWER_LIMIT
+        and f["callbacks_unsettled"] == 0
+        and not f["exited_processes"]
     )
     say("")
     say("| figure | value |")
@@ -503,6 +548,9 @@ def report(f: dict[str, Any]) -> bool:
         f"at most {f['callback_max_posts_per_id']} per id |"
     )
     say(f"| duplicate callbacks (2xx deliveries per webhook-id > 1) | {f['duplicate_callbacks']} |")
+    say(f"| callbacks neither Delivered nor Failed at the end | {f['callbacks_unsettled']} |")
+    exited = "; ".join(f"{k}: {v}" for k, v in f["exited_processes"].items()) or "none"
+    say(f"| API and worker processes that exited | {exited} |")
     say(
         f"| Redis outage: prober requests | {f['outage_requests']}, all 503 with an IMM body: "
         f"{'yes' if f['outage_all_503_imm'] else 'no'} ({f['outage_statuses']}), "
@@ -529,7 +577,8 @@ def report(f: dict[str, Any]) -> bool:
     say("")
     say(
         f"verdict: {'PASS' if ok else 'FAIL'} "
-        "(zero lost, zero failed, no 5xx but 503, outage answers 503 + IMM)"
+        "(zero lost, zero failed, no 5xx but 503, outage answers 503 + IMM within 6 s, every callback "
+        "settled, no process exited)"
     )
     return ok
 

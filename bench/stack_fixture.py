@@ -134,9 +134,10 @@ class BenchStack:
         n = len(self.workers) + 1
         worker = start_worker(self.env, f"bench{n}", concurrency, self.queue, self.work / f"worker-{n}.log")
         self.workers.append(worker)
-        wait_for_workers(
-            self.redis_url, len(self.workers), timeout=90, node_prefix="bench", procs=self.workers
-        )
+        n = len(self.workers)
+        wait_for_workers(self.redis_url, n, timeout=90, node_prefix="bench", procs=self.workers)
+        hooks = [w.webhooks for w in self.workers if w.webhooks is not None]
+        wait_for_workers(self.redis_url, n, timeout=90, node_prefix="webhooks-bench", procs=hooks)
         return worker
 
     def stop_valkey(self, crash: bool = False) -> None:
