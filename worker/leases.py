@@ -168,6 +168,33 @@ def _run(app: Celery, stop: threading.Event, held: Callable[[], dict[str, str | 
     index.reset()
 
 
+def _skip_restore_on_a_collected_transport() -> None:
+    """Keep a Redis restart from killing the worker.
+
+    On a lost connection Celery 5.7 collects the kombu transport, then closes the connection; closing a
+    channel that holds unacknowledged messages (countdown retries, prefetched jobs) makes kombu restore them
+    through the collected transport, whose client is gone: an AttributeError no one catches ends the worker
+    ("Unrecoverable error: 'NoneType' object has no attribute 'hostname'"). There is nothing to restore
+    through a dead connection anyway: the lease keeper puts those messages back once Redis answers, and
+    a running job keeps its message. A normal shutdown, whose transport is intact, still restores at once.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.restore_unacked_once
+    if getattr(original, "_cropq_guarded", False):
+        return
+
+    def restore_unacked_once(self: Any, stderr: Any = None) -> Any:
+        if getattr(self.channel.connection, "client", None) is None:
+            log.info("unacked_restore_left_to_leases", held=len(self._delivered))
+            return None
+        return original(self, stderr)
+
+    restore_unacked_once._cropq_guarded = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.restore_unacked_once = restore_unacked_once  # type: ignore[method-assign]
+
+
+_skip_restore_on_a_collected_transport()
 _stop = threading.Event()
 
 

@@ -104,3 +104,49 @@ def test_redis_crash_under_load_answers_503_and_reruns_held_jobs_within_seconds(
         f"outage probes {len(seen)}, slowest answer {max(s['seconds'] for s in seen):.2f} s; "
         f"all {len(rids)} jobs done {recovered:.1f} s after Redis returned; new job {new_job_seconds:.1f} s"
     )
+
+
+def test_a_redis_restart_with_callbacks_waiting_for_their_countdown_kills_no_worker(
+    make_stack: Any, tmp_path: Path
+) -> None:
+    """Celery 5.7 closing a broken connection made kombu restore the held countdown messages through a
+    collected transport and end the callback worker; the lease keeper puts them back instead."""
+    from tests.integration.test_callbacks import Receiver
+
+    port = free_port()
+    data = tmp_path / "valkey"
+    valkey = start_valkey(data, port, durable=True)
+    receiver = Receiver([500] * 3)  # the first three POSTs fail: those callbacks wait for a countdown
+    try:
+        stack: Stack = make_stack(
+            workers=1, redis_url=f"redis://127.0.0.1:{port}/0", webhook_retry_schedule="[8, 8, 8]"
+        )
+        project, bucket = stack.project()
+        uris = [stack.put(bucket, f"c{i}.jpg", jpeg(400, 300, seed=i)) for i in range(3)]
+        with stack.http() as c:
+            rids = [submit(c, project, {"SourceURI": u, "CallbackURL": receiver.url}) for u in uris]
+            assert all(wait_done(c, project, rid)["Status"] == "Succeeded" for rid in rids)
+            deadline = time.monotonic() + 30
+            while len(receiver.requests) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(receiver.requests) == 3  # now each callback waits 8 s, held by the callback worker
+            valkey.stop()
+            time.sleep(2)
+            valkey = start_valkey(data, port, durable=True)
+            back = time.monotonic()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                jobs = [c.get(f"/v1/projects/{project}/crop-jobs/{rid}").json() for rid in rids]
+                if all(j["Callback"]["Status"] == "Delivered" for j in jobs):
+                    break
+                time.sleep(0.5)
+        print(f"callbacks delivered {time.monotonic() - back:.1f} s after Redis returned")
+        hooks = stack.workers[0].webhooks
+        assert hooks is not None and hooks.alive(), hooks.tail() if hooks else "no callback worker"
+        assert stack.workers[0].alive()
+        assert [j["Callback"]["Status"] for j in jobs] == ["Delivered"] * 3, jobs
+        delivered = [h["webhook-id"] for h, _ in receiver.requests[3:]]
+        assert sorted(delivered) == sorted(rids)  # each callback delivered once after the restart
+    finally:
+        receiver.close()
+        valkey.stop()
