@@ -285,9 +285,9 @@ class Chaos:
         n = 0
         while True:
             n += 1
-            self.sleep_until(n * self.args.kill_every)
-            if self.clock.now() >= self.args.fault_seconds:
+            if n * self.args.kill_every >= self.args.fault_seconds:
                 return
+            self.sleep_until(n * self.args.kill_every)
             started = self.clock.now()
             victim = self.stack.kill_random_worker_child(self.rng)
             if victim is None:
