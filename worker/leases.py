@@ -24,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
+import redis
 import structlog
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
@@ -168,33 +169,36 @@ def _run(app: Celery, stop: threading.Event, held: Callable[[], dict[str, str | 
     index.reset()
 
 
-def _skip_restore_on_a_collected_transport() -> None:
+def _dead_channels_raise_connection_errors() -> None:
     """Keep a Redis restart from killing the worker.
 
-    On a lost connection Celery 5.7 collects the kombu transport, then closes the connection; closing a
-    channel that holds unacknowledged messages (countdown retries, prefetched jobs) makes kombu restore them
-    through the collected transport, whose client is gone: an AttributeError no one catches ends the worker
-    ("Unrecoverable error: 'NoneType' object has no attribute 'hostname'"). There is nothing to restore
-    through a dead connection anyway: the lease keeper puts those messages back once Redis answers, and
-    a running job keeps its message. A normal shutdown, whose transport is intact, still restores at once.
+    On a lost connection Celery 5.7 collects the kombu transport and closes the connection; the channel
+    the old messages were delivered on is then dead (no connection, or a transport without a client). Any
+    later use of it: kombu restoring the held messages as the channel closes, acknowledging a job that
+    finished after the reconnect, or requeueing one whose child was killed: died on an AttributeError
+    ("'NoneType' object has no attribute 'hostname'" / "'client'") that no one catches, ending the worker.
+    Raising a connection error instead lets Celery and kombu log it and go on, as they do for any broker
+    error; the message stays unacknowledged in Redis, and the lease keeper puts it back on its queue (a
+    rerun of a finished job stores nothing).
     """
     from kombu.transport import redis as kombu_redis
 
-    original = kombu_redis.QoS.restore_unacked_once
+    original = kombu_redis.Channel.conn_or_acquire
     if getattr(original, "_cropq_guarded", False):
         return
 
-    def restore_unacked_once(self: Any, stderr: Any = None) -> Any:
-        if getattr(self.channel.connection, "client", None) is None:
-            log.info("unacked_restore_left_to_leases", held=len(self._delivered))
-            return None
-        return original(self, stderr)
+    @contextlib.contextmanager
+    def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
+        if client is None and getattr(self.connection, "client", None) is None:
+            raise redis.ConnectionError("this broker channel died with its connection (Redis went away)")
+        with original(self, client) as conn:
+            yield conn
 
-    restore_unacked_once._cropq_guarded = True  # type: ignore[attr-defined]
-    kombu_redis.QoS.restore_unacked_once = restore_unacked_once  # type: ignore[method-assign]
+    conn_or_acquire._cropq_guarded = True  # type: ignore[attr-defined]
+    kombu_redis.Channel.conn_or_acquire = conn_or_acquire  # type: ignore[method-assign]
 
 
-_skip_restore_on_a_collected_transport()
+_dead_channels_raise_connection_errors()
 _stop = threading.Event()
 
 

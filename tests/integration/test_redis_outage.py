@@ -4,6 +4,7 @@ again within seconds of Redis' return (not after the visibility timeout)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -149,4 +150,38 @@ def test_a_redis_restart_with_callbacks_waiting_for_their_countdown_kills_no_wor
         assert sorted(delivered) == sorted(rids)  # each callback delivered once after the restart
     finally:
         receiver.close()
+        valkey.stop()
+
+
+def test_a_child_killed_after_a_redis_restart_does_not_take_its_worker_down(
+    make_stack: Any, tmp_path: Path
+) -> None:
+    """Its message came on the connection that died: requeueing it must go through (or, through a dead
+    channel, fail as a connection error the lease keeper repairs), never end the worker."""
+    from tests.integration.test_reliability import _children, _wait_running
+
+    port = free_port()
+    data = tmp_path / "valkey"
+    valkey = start_valkey(data, port, durable=True)
+    try:
+        stack: Stack = make_stack(workers=1, redis_url=f"redis://127.0.0.1:{port}/0")
+        project, bucket = stack.project()
+        uri = stack.put(bucket, "heavy.png", png(2000, 2000))
+        worker = stack.workers[0]
+        with stack.http() as c:
+            rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
+            _wait_running(stack, rid)
+            (child,) = _children(worker.pid)
+            os.kill(child, signal.SIGSTOP)  # the job stays running across the restart
+            valkey.stop()
+            valkey = start_valkey(data, port, durable=True)
+            log = worker.log_path
+            deadline = time.monotonic() + 30
+            while log.read_text().count("Connected to redis") < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.kill(child, signal.SIGKILL)
+            job = wait_done(c, project, rid, timeout=120)
+            assert worker.alive(), worker.tail()
+            assert job["Status"] == "Succeeded" and job["Attempts"] == 2, job
+    finally:
         valkey.stop()
