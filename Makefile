@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory bench-hostile bench-chaos bench-soak quality face-scale all clean
+.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-chaos: install
 ## backlog per 1,000 jobs, plotted to docs/soak.png.
 bench-soak: install
 	$(BIN)/python bench/soak.py
+
+## What a durable 202 costs under each accept_durability mode and appendfsync policy.
+bench-durability: install
+	$(BIN)/python bench/durability_bench.py
 
 ## Crop quality on an eval folder: make quality EVAL_DIR=/path/to/eval
 quality: install
