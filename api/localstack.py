@@ -27,6 +27,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (a Celery worker's prefork children); [] once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
 class ManagedProcess:
     """A child process in its own session (so a terminal's Ctrl-C reaches only us and we stop children in
     order), logging to a file."""

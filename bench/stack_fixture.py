@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 from api.localstack import (  # noqa: E402
     ManagedProcess,
     WorkerProcess,
+    child_pids,
     free_port,
     start_api,
     start_seaweedfs,
@@ -38,6 +39,7 @@ from api.localstack import (  # noqa: E402
     wait_for_workers,
 )
 from worker import keys  # noqa: E402
+from worker.redis_clients import sync_client  # noqa: E402
 
 BENCH_KEY = {
     "AccessKeyId": "LTAIbenchadmin0001",
@@ -54,21 +56,13 @@ def say(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
 def process_tree(pid: int) -> list[int]:
     """``pid`` and every descendant alive now (prefork children and their decode servers)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        todo.extend(_children(p))
+        todo.extend(child_pids(p))
     return out
 
 
@@ -117,7 +111,7 @@ class BenchStack:
         return httpx.Client(base_url=self.url, headers=self.auth, timeout=timeout)
 
     def redis(self, timeout: float = 5) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return sync_client(self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
     def s3(self) -> Any:
         from minio import Minio
@@ -159,7 +153,7 @@ class BenchStack:
 
     def kill_random_worker_child(self, rng: random.Random) -> int | None:
         """SIGKILL one prefork child of a random crop worker; its pid, or None when none was running."""
-        children = [c for w in self.workers if w.alive() for c in _children(w.pid)]
+        children = [c for w in self.workers if w.alive() for c in child_pids(w.pid)]
         if not children:
             return None
         victim = rng.choice(children)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.localstack import free_port, start_valkey
+from api.localstack import child_pids, free_port, start_valkey
 from tests.conftest import Stack
 from tests.integration.helpers import jpeg, png, submit, wait_done
 
@@ -158,7 +158,7 @@ def test_a_child_killed_after_a_redis_restart_does_not_take_its_worker_down(
 ) -> None:
     """Its message came on the connection that died: requeueing it must go through (or, through a dead
     channel, fail as a connection error the lease keeper repairs), never end the worker."""
-    from tests.integration.test_reliability import _children, _wait_running
+    from tests.integration.test_reliability import _wait_running
 
     port = free_port()
     data = tmp_path / "valkey"
@@ -171,7 +171,7 @@ def test_a_child_killed_after_a_redis_restart_does_not_take_its_worker_down(
         with stack.http() as c:
             rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
             _wait_running(stack, rid)
-            (child,) = _children(worker.pid)
+            (child,) = child_pids(worker.pid)
             os.kill(child, signal.SIGSTOP)  # the job stays running across the restart
             valkey.stop()
             valkey = start_valkey(data, port, durable=True)

@@ -14,18 +14,11 @@ from typing import Any
 import pytest
 import redis
 
+from api.localstack import child_pids
 from tests.conftest import Stack
 from tests.integration.helpers import FlakyProxy, jpeg, png, submit, wait_done
 
 pytestmark = pytest.mark.integration
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
 
 
 def _status(stack: Stack, rid: str) -> str | None:
@@ -60,7 +53,7 @@ def test_sigkill_of_the_worker_child_mid_job_reruns_it(make_stack: Any) -> None:
     with stack.http() as c:
         rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
         _wait_running(stack, rid)
-        (child,) = _children(stack.workers[0].pid)
+        (child,) = child_pids(stack.workers[0].pid)
         os.kill(child, signal.SIGKILL)
         job = wait_done(c, project, rid, timeout=120)
     assert job["Status"] == "Succeeded", job
@@ -94,7 +87,7 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(make_stack: Any) -> Non
         rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
         for attempt in (1, 2):
             _wait_running(stack, rid, attempt=attempt)
-            for child in _children(stack.workers[0].pid):
+            for child in child_pids(stack.workers[0].pid):
                 os.kill(child, signal.SIGKILL)
         job = wait_done(c, project, rid, timeout=120)
     assert job["Status"] == "Failed", job
@@ -201,14 +194,14 @@ def test_a_child_over_the_memory_limit_is_replaced_after_its_job(make_stack: Any
     seen: list[int] = []
     with stack.http() as c:
         for _ in range(2):
-            (before,) = _children(main)
+            (before,) = child_pids(main)
             seen.append(before)
             rid = submit(c, project, {"SourceURI": uri, "AspectRatios": ["1:1"]})
             assert wait_done(c, project, rid, timeout=60)["Status"] == "Succeeded"
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and _children(main) in ([], [before]):
+            while time.monotonic() < deadline and child_pids(main) in ([], [before]):
                 time.sleep(0.05)
-            (after,) = _children(main)
+            (after,) = child_pids(main)
             assert after != before, "the child that ran the job was not replaced"
             assert stack.workers[0].alive()  # the worker itself lives on
     assert len(set(seen)) == 2
