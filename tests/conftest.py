@@ -8,6 +8,7 @@ import io
 import json
 import os
 import secrets
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -186,6 +187,11 @@ def make_stack(
         return stack
 
     yield make
+    # Every process is asked to stop at once (warm shutdowns overlap), then each is waited for.
+    for s in stacks:
+        for proc in (*s.workers, *(getattr(w, "webhooks", None) for w in s.workers), s.api):
+            if proc is not None:
+                proc.signal_group(signal.SIGTERM)
     for s in stacks:
         s.stop()
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import redis
 import structlog
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_received, worker_ready, worker_shutdown
 
 from worker import keys
 
@@ -64,11 +64,14 @@ class LeaseKeeper:
         self._released: dict[str, float] = {}  # tag -> when it left our hands
         self._next_renewal = 0.0
 
-    def tick(self, held: set[str], now: float, jobs: Iterable[str] = ()) -> list[str]:
+    def tick(
+        self, held: set[str], now: float, jobs: Iterable[str] = (), received: Iterable[str] = ()
+    ) -> list[str]:
         """Renew what is held (when due) and put back what was dropped; returns the tags put back. ``jobs``:
         the crop jobs among the held messages, whose sign of life the orphan sweeper reads is refreshed
-        with each renewal."""
-        for tag in self._held - held:
+        with each renewal. ``received``: tags delivered since the last tick, so a message dropped before a
+        tick ever saw it held still counts as ours."""
+        for tag in (self._held | set(received)) - held:
             self._released.setdefault(tag, now)
         for tag in held & self._released.keys():
             del self._released[tag]  # back in our hands (e.g. a countdown message became a running task)
@@ -116,6 +119,26 @@ def held_messages() -> dict[str, str | None]:
     return held
 
 
+_received: list[str] = []
+_received_lock = threading.Lock()
+
+
+@task_received.connect
+def _on_received(request: Any = None, **_: Any) -> None:
+    tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+    if tag:
+        with _received_lock:
+            _received.append(str(tag))
+
+
+def drain_received() -> list[str]:
+    """Delivery tags of the messages received since the last call (from Celery's task_received signal)."""
+    with _received_lock:
+        tags = list(_received)
+        _received.clear()
+    return tags
+
+
 class KombuUnackedIndex:
     """The Redis transport's unacked hash and index, through a broker connection of our own."""
 
@@ -159,9 +182,10 @@ def _run(app: Celery, stop: threading.Event, held: Callable[[], dict[str, str | 
     keeper = LeaseKeeper(index, float(app.conf.broker_transport_options["visibility_timeout"]))
     while not stop.wait(TICK_SECONDS):
         try:
+            received = drain_received()
             messages = held()
             jobs = [rid for rid in messages.values() if rid]
-            for tag in keeper.tick(set(messages), time.time(), jobs):
+            for tag in keeper.tick(set(messages), time.time(), jobs, received):
                 log.info("message_released_put_back", delivery_tag=tag)
         except Exception as e:  # broker down: keep the state, try again next tick on a new connection
             log.debug("lease_tick_failed", error=type(e).__name__)

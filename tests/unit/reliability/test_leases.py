@@ -126,3 +126,12 @@ def test_held_crop_jobs_show_a_sign_of_life_with_each_renewal() -> None:
     for second in range(5):
         keeper.tick({"tag-a", "tag-b"}, float(second), jobs=["RID-A"])
     assert index.touched == [(["RID-A"], 0.0), (["RID-A"], 2.0), (["RID-A"], 4.0)]
+
+
+def test_a_message_dropped_before_any_tick_saw_it_held_is_still_put_back() -> None:
+    # Received and dropped with the connection within one tick: only the received signal knew of it.
+    index = FakeIndex()
+    keeper = LeaseKeeper(index, visibility_timeout=60)
+    index.deliver("quick", 0.0)
+    keeper.tick(set(), 0.5, received=["quick"])
+    assert keeper.tick(set(), 0.5 + RELEASE_GRACE_SECONDS) == ["quick"]
