@@ -50,7 +50,7 @@ class UnackedIndex(Protocol):
 
     def renew(self, tags: Iterable[str], now: float) -> None: ...
     def touch_jobs(self, request_ids: Iterable[str], now: float) -> None: ...
-    def is_unacked(self, tag: str) -> bool: ...
+    def unacked_since(self, tag: str) -> float | None: ...
     def restore(self, tag: str) -> None: ...
 
 
@@ -62,6 +62,7 @@ class LeaseKeeper:
         self.renew_every = max(visibility_timeout / RENEWALS_PER_TIMEOUT, TICK_SECONDS)
         self._held: set[str] = set()
         self._released: dict[str, float] = {}  # tag -> when it left our hands
+        self._seen: dict[str, float] = {}  # tag -> the last time it was ours (held, received or renewed)
         self._next_renewal = 0.0
 
     def tick(
@@ -71,10 +72,13 @@ class LeaseKeeper:
         the crop jobs among the held messages, whose sign of life the orphan sweeper reads is refreshed
         with each renewal. ``received``: tags delivered since the last tick, so a message dropped before a
         tick ever saw it held still counts as ours."""
-        for tag in (self._held | set(received)) - held:
+        received = set(received)
+        for tag in (self._held | received) - held:
             self._released.setdefault(tag, now)
         for tag in held & self._released.keys():
             del self._released[tag]  # back in our hands (e.g. a countdown message became a running task)
+        for tag in held | received:
+            self._seen[tag] = now
         self._held = held
         if held and now >= self._next_renewal:
             self.index.renew(sorted(held), now)
@@ -84,10 +88,14 @@ class LeaseKeeper:
         for tag, since in list(self._released.items()):
             if now - since < RELEASE_GRACE_SECONDS:
                 continue
-            if self.index.is_unacked(tag):
+            delivered_at = self.index.unacked_since(tag)
+            # Still unacknowledged, and not delivered (or renewed) since it was ours: a message requeued
+            # and taken by another worker keeps its delivery tag, and is that worker's now.
+            if delivered_at is not None and delivered_at <= self._seen.get(tag, now):
                 self.index.restore(tag)
                 restored.append(tag)
             del self._released[tag]
+            self._seen.pop(tag, None)
         return restored
 
 
@@ -169,9 +177,11 @@ class KombuUnackedIndex:
         if rids:  # XX: a job that finished meanwhile stays out of the index
             self._channel().client.zadd(keys.open_jobs(self.queue), dict.fromkeys(rids, now), xx=True)
 
-    def is_unacked(self, tag: str) -> bool:
+    def unacked_since(self, tag: str) -> float | None:
+        """When the message was delivered or last renewed, if it is still unacknowledged."""
         channel = self._channel()
-        return bool(channel.client.hexists(channel.unacked_key, tag))
+        score = channel.client.zscore(channel.unacked_index_key, tag)
+        return None if score is None else float(score)
 
     def restore(self, tag: str) -> None:
         self._channel().qos.restore_by_tag(tag)  # to the head of its queue (kombu consumes from the right)

@@ -83,7 +83,11 @@ class Settings(BaseSettings):
         2000, ge=10, le=10000, description="How long a submission waits for accept_durability, ms."
     )
     max_attempts: int = Field(
-        3, ge=1, le=20, description="Runs of one job before it is failed (worker deaths count)."
+        5,
+        ge=1,
+        le=20,
+        description="Worker deaths one job may cause (or suffer) before it is failed: runs that end with "
+        "their process alive (retries, requeues) do not count.",
     )
     task_soft_time_limit: int = Field(60, ge=1, description="Soft time limit of one crop job, seconds.")
     task_hard_time_limit: int = Field(

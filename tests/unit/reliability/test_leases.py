@@ -31,8 +31,8 @@ class FakeIndex:
     def touch_jobs(self, request_ids: Iterable[str], now: float) -> None:
         self.touched.append((list(request_ids), now))
 
-    def is_unacked(self, tag: str) -> bool:
-        return tag in self.unacked
+    def unacked_since(self, tag: str) -> float | None:
+        return self.unacked.get(tag)
 
     def restore(self, tag: str) -> None:
         self.restored.append(tag)
@@ -101,10 +101,10 @@ class FlakyIndex(FakeIndex):
             raise ConnectionError("broker down")
         super().renew(tags, now)
 
-    def is_unacked(self, tag: str) -> bool:
+    def unacked_since(self, tag: str) -> float | None:
         if self.down:
             raise ConnectionError("broker down")
-        return super().is_unacked(tag)
+        return super().unacked_since(tag)
 
 
 def test_a_broker_outage_delays_renewal_and_put_back_without_forgetting_them() -> None:
@@ -135,3 +135,16 @@ def test_a_message_dropped_before_any_tick_saw_it_held_is_still_put_back() -> No
     index.deliver("quick", 0.0)
     keeper.tick(set(), 0.5, received=["quick"])
     assert keeper.tick(set(), 0.5 + RELEASE_GRACE_SECONDS) == ["quick"]
+
+
+def test_a_message_another_worker_took_meanwhile_is_left_to_it() -> None:
+    # Our child was killed; Celery requeued the message and another worker took it (same delivery tag,
+    # a later delivery time): putting it back would run the job twice at once.
+    index = FakeIndex()
+    keeper = LeaseKeeper(index, visibility_timeout=60)
+    index.deliver("a", 0.0)
+    keeper.tick({"a"}, 0.0)
+    keeper.tick(set(), 1.0)
+    index.deliver("a", 1.5)  # requeued and delivered to the other worker
+    assert keeper.tick(set(), 1.0 + RELEASE_GRACE_SECONDS) == []
+    assert index.restored == [] and index.unacked["a"] == 1.5
