@@ -13,6 +13,8 @@ import secrets
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +71,13 @@ def run_up(port: int | None, workers: int | None) -> int:
     data = base.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     procs: list[ManagedProcess] = []
+    restarts: dict[str, Callable[[], ManagedProcess]] = {}
     env: dict[str, str] = {**env_given, "PYTHONUNBUFFERED": "1"}
     try:
         if "CROPQ_REDIS_URL" not in env_given:
             rport = 6390 if _port_free(6390) else free_port()
-            procs.append(start_valkey(data / "valkey", rport, durable=True))
+            restarts["valkey"] = lambda: start_valkey(data / "valkey", rport, durable=True)
+            procs.append(restarts["valkey"]())
             env["CROPQ_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
         if "CROPQ_S3_ENDPOINT" not in env_given:
             creds = _persisted(
@@ -81,7 +85,10 @@ def run_up(port: int | None, workers: int | None) -> int:
                 lambda: {"AccessKey": "cropq" + secrets.token_hex(4), "SecretKey": secrets.token_urlsafe(24)},
             )
             sport = 8333 if _port_free(8333) else free_port()
-            procs.append(start_seaweedfs(data / "s3", sport, creds["AccessKey"], creds["SecretKey"]))
+            restarts["seaweedfs"] = lambda: start_seaweedfs(
+                data / "s3", sport, creds["AccessKey"], creds["SecretKey"]
+            )
+            procs.append(restarts["seaweedfs"]())
             env.update(
                 CROPQ_S3_ENDPOINT=f"127.0.0.1:{sport}",
                 CROPQ_S3_ACCESS_KEY=creds["AccessKey"],
@@ -120,7 +127,7 @@ def run_up(port: int | None, workers: int | None) -> int:
         if dev_key is not None:
             _prepare_demo(url, dev_key, settings)
         _banner(url, settings, dev_key, n, data)
-        return _supervise(procs)
+        return _supervise(procs, restarts)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -192,8 +199,16 @@ def _banner(url: str, s: Settings, key: dict[str, Any] | None, workers: int, dat
     _say("Press Ctrl-C to stop.")
 
 
-def _supervise(procs: list[ManagedProcess]) -> int:
+RESTARTS_PER_MINUTE = 5
+"""An embedded server that exits more often than this is failing, not faulting: the stack stops."""
+
+
+def _supervise(procs: list[ManagedProcess], restarts: dict[str, Callable[[], ManagedProcess]]) -> int:
+    """Watch every process. An embedded server (Valkey, SeaweedFS) that exits is started again on its port
+    and data (the workers and the API reconnect by themselves, and nothing accepted is lost: README
+    "Reliability"); any other exit stops the stack, as a bug should."""
     stop = threading.Event()
+    started: dict[str, list[float]] = {}
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
@@ -201,11 +216,23 @@ def _supervise(procs: list[ManagedProcess]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     while not stop.is_set():
-        dead = [p for p in procs if not p.alive()]
-        if dead:
-            for p in dead:
+        for i, p in enumerate(procs):
+            if p.alive():
+                continue
+            now = time.monotonic()
+            recent = [t for t in started.get(p.name, []) if now - t < 60]
+            again = restarts.get(p.name)
+            if again is None or len(recent) >= RESTARTS_PER_MINUTE:
                 _say(f"{p.name} exited with {p.proc.returncode}; stopping. Last log lines:\n{p.tail(20)}")
-            return 1
+                return 1
+            _say(f"{p.name} exited with {p.proc.returncode}; starting it again")
+            p.stop()
+            try:
+                procs[i] = again()
+            except (RuntimeError, TimeoutError) as e:
+                _say(f"{p.name} did not start again: {e}; stopping.")
+                return 1
+            started[p.name] = [*recent, now]
         stop.wait(0.5)
     _say("Stopping: workers finish their current job first...")
     return 0

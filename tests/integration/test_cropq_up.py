@@ -61,6 +61,39 @@ def test_cropq_up_serves_the_printed_example_and_stops_cleanly(tmp_path: Path) -
         ).json()
         assert job["Status"] == "Succeeded", job
         assert [c["AspectRatio"] for c in job["Croppings"]] == ["1:1", "16:9"]
+
+        # The embedded Valkey crashes: `cropq up` starts it again and the service heals by itself.
+        redis_port = re.search(r"Redis: redis://127\.0\.0\.1:(\d+)/", out)
+        assert redis_port, out
+        # Valkey sets its process title to its binary and address.
+        valkey = subprocess.run(
+            ["pgrep", "-f", f"valkey.* 127.0.0.1:{redis_port.group(1)}"], capture_output=True, text=True
+        ).stdout.split()
+        assert len(valkey) == 1, valkey
+        os.kill(int(valkey[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "valkey exited" in line and "starting it again" in line:
+                break
+        healed = None
+        while time.monotonic() < deadline and healed is None:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            answer = httpx.Response(200, content=result.stdout).json()
+            if "Status" in answer:
+                healed = answer["RequestId"]
+            else:
+                assert answer["Code"] == "ServiceUnavailable", answer  # while it restarts
+                time.sleep(0.5)
+        assert healed, "".join(lines)
+        job = httpx.get(
+            f"http://127.0.0.1:{port}/v1/projects/demo/crop-jobs/{healed}",
+            params={"wait": 20},
+            headers={"Authorization": f"Bearer {auth.group(1)}"},
+            timeout=30,
+        ).json()
+        assert job["Status"] == "Succeeded", job
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         code = proc.wait(timeout=60)
