@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,12 +54,18 @@ def test_cropq_up_serves_the_printed_example_and_stops_cleanly(tmp_path: Path) -
         rid = httpx.Response(200, content=result.stdout).json()["RequestId"]
         auth = re.search(r"Bearer ([^']+)'", out)
         assert auth
-        job = httpx.get(
-            f"http://127.0.0.1:{port}/v1/projects/demo/crop-jobs/{rid}",
-            params={"wait": 20},
-            headers={"Authorization": f"Bearer {auth.group(1)}"},
-            timeout=30,
-        ).json()
+
+        def poll(request_id: str) -> dict[str, Any]:
+            """Long-poll the job as the banner prints it."""
+            answer: dict[str, Any] = httpx.get(
+                f"http://127.0.0.1:{port}/v1/projects/demo/crop-jobs/{request_id}",
+                params={"wait": 20},
+                headers={"Authorization": f"Bearer {auth.group(1)}"},
+                timeout=30,
+            ).json()
+            return answer
+
+        job = poll(rid)
         assert job["Status"] == "Succeeded", job
         assert [c["AspectRatio"] for c in job["Croppings"]] == ["1:1", "16:9"]
 
@@ -87,12 +94,7 @@ def test_cropq_up_serves_the_printed_example_and_stops_cleanly(tmp_path: Path) -
                 assert answer["Code"] == "ServiceUnavailable", answer  # while it restarts
                 time.sleep(0.5)
         assert healed, "".join(lines)
-        job = httpx.get(
-            f"http://127.0.0.1:{port}/v1/projects/demo/crop-jobs/{healed}",
-            params={"wait": 20},
-            headers={"Authorization": f"Bearer {auth.group(1)}"},
-            timeout=30,
-        ).json()
+        job = poll(healed)
         assert job["Status"] == "Succeeded", job
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
