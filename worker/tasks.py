@@ -89,6 +89,12 @@ class StaleRun(Exception):
     """A newer run of the job has started: this one must store nothing."""
 
 
+def _fence(job: Job, attempt: int) -> None:
+    """Raise StaleRun when a newer run of the job has started than run ``attempt``."""
+    if (job.Attempts or 0) > attempt:
+        raise StaleRun(job.Attempts)
+
+
 def _send_callback_once(store: JobStore, job: Job) -> None:
     if job.CallbackURL and not store.callback_queued(job.RequestId):
         enqueue_callback(job.RequestId)
@@ -100,8 +106,7 @@ def _finish(store: JobStore, rid: str, attempt: int, crop_seconds: float | None 
 
     def change(job: Job) -> Job | None:
         nonlocal ended_now
-        if (job.Attempts or 0) > attempt:
-            raise StaleRun(job.Attempts)
+        _fence(job, attempt)
         ended_now = not job.Status.finished
         if not ended_now:
             return None  # a rerun after the end changes nothing (at-least-once delivery)
@@ -120,13 +125,13 @@ def _fail(store: JobStore, rid: str, attempt: int, code: str, message: str) -> J
     return _finish(store, rid, attempt, Status=JobStatus.FAILED, Code=code, Message=message, Croppings=None)
 
 
-# No retry count: storage outages are bounded by their time window (Celery reads None as "no limit" only
-# here; a None passed to retry() would mean "the task's default", 3).
 def fail_lost_job(store: JobStore, job: Job, reason: str) -> None:
     """End a job whose message keeps vanishing (the orphan sweeper's last resort), callback included."""
     _fail(store, job.RequestId, job.Attempts or 0, "InternalError", reason)
 
 
+# No retry count: storage outages are bounded by their time window (Celery reads None as "no limit" only
+# here; a None passed to retry() would mean "the task's default", 3).
 @app.task(name=CROP_TASK, bind=True, max_retries=None)
 def crop(self: Task[Any, Any], message: dict[str, Any], outage_since: float | None = None) -> None:
     msg = CropTaskMessage.model_validate(message)
@@ -172,8 +177,7 @@ def _run(
         log.info("job_already_finished")
         _send_callback_once(store, job)  # the run that finished it may have died before sending it
         return
-    if (job.Attempts or 0) > attempt:
-        raise StaleRun(job.Attempts)
+    _fence(job, attempt)  # a stale redelivery decides nothing, not even a give-up
     deaths = attempt - 1 - ended
     if deaths >= settings.max_attempts:
         _fail(
@@ -186,8 +190,7 @@ def _run(
         return
 
     def running(j: Job) -> Job:
-        if (j.Attempts or 0) > attempt:
-            raise StaleRun(j.Attempts)
+        _fence(j, attempt)
         return j.model_copy(
             update={
                 "Status": JobStatus.RUNNING,
