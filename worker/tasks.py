@@ -243,8 +243,9 @@ def _retry_after_outage(
     outage_since: float | None,
 ) -> None:
     """Try again later while the outage is shorter than the window; fail with ServiceUnavailable after it."""
-    since = outage_since or time.time()
-    waited = time.time() - since
+    now = time.time()
+    since = min(outage_since or now, now)  # a clock from the future would stretch the window without end
+    waited = now - since
     remaining = settings.storage_outage_seconds - waited
     if remaining <= 0:
         log.warning("job_storage_outage_final", error=str(error), waited=round(waited, 1))

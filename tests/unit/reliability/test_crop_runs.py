@@ -189,3 +189,21 @@ def test_outage_backoff_grows_to_its_cap_with_jitter(retries: int) -> None:
     if step >= 2:
         assert len(set(delays)) > 1  # jittered
     assert tasks.outage_countdown(retries, 0.2, rng) == 0.5  # the last try comes at the window's end
+
+
+def test_an_outage_clock_from_the_future_cannot_stretch_the_window(store: JobStore) -> None:
+    # The message is ours, but a worker whose clock ran ahead must not keep a job retrying for ever.
+    _record(store)
+    task = FakeTask()
+    with pytest.raises(Retry):
+        tasks._retry_after_outage(
+            task,
+            MSG,
+            store,
+            Settings(storage_outage_seconds=60),
+            1,
+            StorageUnavailable("down"),
+            time.time() + 1e6,
+        )
+    (asked,) = task.retries_asked
+    assert asked["kwargs"]["outage_since"] <= time.time()
