@@ -44,10 +44,49 @@ class Boundary(BaseModel):
     Polygon: list[Point]
 
 
+RenderFormat = Literal["jpeg", "webp", "png", "avif"]
+
+
+class RenderSpec(BaseModel):
+    """``Render``: write each crop, resized and encoded, to storage (native API and CLI only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    TargetURI: str = Field(
+        max_length=1100,
+        description="oss://bucket/key template; {RequestId}, {Stem} (source file name without extension) and "
+        "{Ratio} (e.g. 16x9) are replaced. The bucket must be one of the project's WritableBuckets.",
+        examples=["oss://thumbs/{Stem}/{Ratio}.webp"],
+    )
+    Format: RenderFormat = Field(
+        "jpeg", description="jpeg (progressive), webp, png, or avif where supported."
+    )
+    Quality: int = Field(82, ge=1, le=100, description="Encoder quality (jpeg, webp, avif).")
+    MaxWidth: int | None = Field(None, ge=1, le=16384, description="Largest output width; never upscaled.")
+    MaxHeight: int | None = Field(None, ge=1, le=16384, description="Largest output height; never upscaled.")
+    KeepMetadata: bool = Field(
+        False,
+        description="Copy the source's EXIF (orientation reset) into the output and tag it sRGB. Off by "
+        "default: location and camera data must not leak into thumbnails.",
+    )
+
+
+class RenderedOutput(BaseModel):
+    """Where a rendered crop was written, and what it is."""
+
+    URI: str
+    Width: int
+    Height: int
+    Format: str
+    Bytes: int
+    ETag: str
+
+
 class Cropping(BaseModel):
     AspectRatio: str
     Confidence: float = Field(ge=0, le=1)
     Boundary: Boundary
+    Output: RenderedOutput | None = None
 
     @classmethod
     def from_suggestion(cls, s: CropSuggestion) -> Cropping:
@@ -63,6 +102,22 @@ class Cropping(BaseModel):
                 Polygon=[Point(X=x, Y=y) for x, y in r.corners()],
             ),
         )
+
+
+class Box(BaseModel):
+    Left: int
+    Top: int
+    Width: int
+    Height: int
+
+
+class Detection(BaseModel):
+    """Something the engine found and weighed: a face, a person, another object, or a hinted object."""
+
+    Type: Literal["face", "person", "object", "hint"]
+    Label: str
+    Confidence: float = Field(ge=0, le=1)
+    Boundary: Box
 
 
 class CallbackStatus(StrEnum):
@@ -91,7 +146,9 @@ class Job(BaseModel):
     SourceURI: str
     AspectRatios: list[str]
     InclusionHints: list[str] = Field(default_factory=list)
+    Render: RenderSpec | None = None
     Croppings: list[Cropping] | None = None
+    Detections: list[Detection] | None = None
     MatchedInclusionHints: list[str] = Field(default_factory=list)
     ImageWidth: int | None = None
     ImageHeight: int | None = None
@@ -112,10 +169,13 @@ class CropTaskMessage(BaseModel):
     v: Literal[1] = 1
     RequestId: str
     ProjectName: str
-    Bucket: str
-    Key: str
+    Bucket: str = ""
+    Key: str = ""
+    SourceURL: str | None = None
+    """An http(s) source, fetched by the worker (then Bucket and Key are empty)."""
     AspectRatios: list[str]
     InclusionHints: list[str] = Field(default_factory=list)
+    Render: RenderSpec | None = None
 
 
 class WebhookEvent(BaseModel):

@@ -179,6 +179,38 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Private/loopback networks callbacks may reach anyway (JSON list of CIDRs).",
     )
+    # --- sources beyond the project's buckets ---
+    source_allowed_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Private/loopback networks http(s) sources may be fetched from anyway (JSON list of "
+        "CIDRs); plain http:// is allowed to these addresses too.",
+    )
+    source_allow_http: bool = Field(
+        False, description="Allow plain http:// sources on public addresses (https:// always is)."
+    )
+    source_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Deadline of one http(s) source fetch, DNS to last byte."
+    )
+    source_user_agent: str = Field("cropq-fetcher/1.0", description="User-Agent of http(s) source fetches.")
+    upload_bucket: str = Field(
+        "cropq-uploads",
+        description="Bucket that multipart uploads are stored in, under <project>/<RequestId>/ (created "
+        "with an expiry rule of upload_retention_days); no project may read or write it otherwise.",
+    )
+    upload_retention_days: int = Field(
+        1, ge=1, le=365, description="Days an uploaded image is kept (the upload bucket's expiry rule)."
+    )
+    max_upload_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest image a multipart upload may carry, bytes."
+    )
+    # --- rendered outputs ---
+    render_max_side: int = Field(
+        4096,
+        ge=16,
+        le=16384,
+        description="Longest side of a rendered output, px: larger requests (or crops, when no MaxWidth/"
+        "MaxHeight is given) are scaled down to it, so a 100 MP source never makes a 100 MP output.",
+    )
     # --- auth ---
     access_keys: list[AccessKeySpec] = Field(
         default_factory=list,
@@ -219,7 +251,13 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (one event per line); false gives console logs.")
 
-    @field_validator("access_keys", "webhook_retry_schedule", "webhook_allowed_cidrs", mode="before")
+    @field_validator(
+        "access_keys",
+        "webhook_retry_schedule",
+        "webhook_allowed_cidrs",
+        "source_allowed_cidrs",
+        mode="before",
+    )
     @classmethod
     def _json_list(cls, v: Any) -> Any:
         if isinstance(v, str):
