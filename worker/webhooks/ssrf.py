@@ -1,4 +1,5 @@
-"""SSRF guard for callbacks: resolve the host, check every address, then dial the checked address.
+"""SSRF guard for outgoing requests (callbacks, http(s) sources): resolve the host, check every address,
+then dial the checked address.
 
 The check lives in the transport (as svix does it in its connector's resolver), so the address that was
 checked is the one connected to: a DNS answer that changes between check and connect (rebinding) never
@@ -83,7 +84,7 @@ _ISATAP_IDS = (0x00005EFE, 0x02005EFE)  # interface identifiers ::0:5efe:a.b.c.d
 
 
 class SsrfRefused(ValueError):
-    """The callback URL is not allowed (scheme, no host, or a non-public address): retrying cannot help."""
+    """The URL is not allowed (scheme, no host, or a non-public address): retrying cannot help."""
 
 
 class ResolveFailed(httpx.ConnectError):
@@ -92,7 +93,7 @@ class ResolveFailed(httpx.ConnectError):
 
 
 # getaddrinfo cannot be cancelled and ignores socket timeouts: it runs on a small pool of its own so a
-# stuck resolver costs the delivery its timeout, not the worker its time limit.
+# stuck resolver costs the request its timeout, not the worker its time limit.
 _DNS_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cropq-dns")
 
 
@@ -126,9 +127,14 @@ def is_public(ip: IPAddress) -> bool:
     return ip.is_global and not ip.is_multicast and not any(ip in net for net in BLOCKED_NETWORKS)
 
 
+def in_networks(ip: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    """Inside one of ``networks``, checked on the raw and the unwrapped address."""
+    return any(a in net for a in (ip, canonical(ip)) for net in networks)
+
+
 def is_allowed(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> bool:
     """Public, or inside an allow-listed network (checked on the raw and the unwrapped address)."""
-    return is_public(ip) or any(a in net for a in (ip, canonical(ip)) for net in allowed)
+    return is_public(ip) or in_networks(ip, allowed)
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -191,8 +197,13 @@ def check_url(
     allowed: Sequence[IPNetwork] = (),
     resolver: Resolver = system_resolver,
     resolve_timeout: float | None = None,
+    *,
+    plain_http: Sequence[IPNetwork] | None = None,
 ) -> IPAddress:
     """Resolve ``url``'s host once, refuse unless every address is allowed, and return the one to dial.
+
+    With ``plain_http``, an ``http://`` URL must moreover resolve only into those networks (sources send
+    plain http only to listed test and on-premise servers); None lets http go wherever https may.
 
     Raises :class:`SsrfRefused` (permanent) or :class:`ResolveFailed` (transient)."""
     if url.scheme not in ALLOWED_SCHEMES:
@@ -209,6 +220,11 @@ def check_url(
     refused = [ip for ip in addresses if not is_allowed(ip, allowed)]
     if refused:
         raise SsrfRefused(f"{host} resolves to a non-public address ({refused[0]})")
+    if url.scheme == "http" and plain_http is not None:
+        # Judged on the same single answer as above: a second lookup could be answered differently.
+        unlisted = [ip for ip in addresses if not in_networks(ip, plain_http)]
+        if unlisted:
+            raise SsrfRefused(f"plain http to {host} ({unlisted[0]}) is not allowed; use https")
     return addresses[0]
 
 
@@ -218,7 +234,9 @@ class PinnedTransport(httpx.BaseTransport):
     The request keeps its ``Host`` header; https sends the original name as SNI and verifies the
     certificate against it. Use one client per delivery: the connection pool is keyed by IP, so two
     names sharing an address must not share a TLS connection. With ``deadline`` (seconds), each request
-    runs against one clock from its DNS lookup to the last byte read (:mod:`worker.webhooks.deadline`).
+    runs against one clock from its DNS lookup to the last byte read (:mod:`worker.webhooks.deadline`);
+    a :class:`Deadline` instead is one clock shared by every request of the transport (and of any other
+    transport given it: a chain of redirects). ``plain_http`` is :func:`check_url`'s.
     """
 
     def __init__(
@@ -228,9 +246,11 @@ class PinnedTransport(httpx.BaseTransport):
         resolver: Resolver = system_resolver,
         resolve_timeout: float | None = None,
         verify: ssl.SSLContext | bool = True,
-        deadline: float | None = None,
+        deadline: float | Deadline | None = None,
+        plain_http: Sequence[IPNetwork] | None = None,
     ) -> None:
         self._allowed = tuple(allowed)
+        self._plain_http = None if plain_http is None else tuple(plain_http)
         self._resolver = resolver
         self._resolve_timeout = resolve_timeout
         self._deadline = deadline
@@ -247,14 +267,18 @@ class PinnedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        deadline = Deadline(self._deadline) if self._deadline is not None else None
+        deadline = (
+            self._deadline
+            if self._deadline is None or isinstance(self._deadline, Deadline)
+            else Deadline(self._deadline)
+        )
         self._backend.deadline = deadline
         resolve_timeout = self._resolve_timeout
         try:
             if deadline is not None:
                 budget = deadline.budget(resolve_timeout, ResolveFailed)
                 resolve_timeout = budget
-            ip = check_url(url, self._allowed, self._resolver, resolve_timeout)
+            ip = check_url(url, self._allowed, self._resolver, resolve_timeout, plain_http=self._plain_http)
         except ResolveFailed as exc:
             exc.request = request
             raise
