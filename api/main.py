@@ -21,7 +21,7 @@ from api.errors import install_error_handlers, new_request_id
 from api.limits import BodyLimitMiddleware
 from api.metrics import HTTP_SECONDS
 from api.openapi import install_openapi
-from api.routes import health, jobs, projects, rpc
+from api.routes import health, jobs, projects, rpc, ui
 from worker.celery_app import make_celery
 from worker.logs import configure_logging
 from worker.redis_clients import async_client
@@ -102,5 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(jobs.router)
     app.include_router(rpc.router)
+    app.include_router(ui.router)
     install_openapi(app)
     return app
