@@ -575,7 +575,9 @@ function renderResult() {
     setBoxData(box, d.Boundary);
     const label = document.createElement("span");
     label.className = "det-label";
-    label.textContent = `${d.Label || d.Type} · ${confidence(d.Confidence)}`;
+    // A hinted object's label says so: "hint: face" beside the face detector's own "face".
+    const name = d.Type === "hint" ? `hint: ${d.Label}` : d.Label || d.Type;
+    label.textContent = `${name} · ${confidence(d.Confidence)}`;
     box.append(label);
     el.detectionsLayer.append(box);
   });

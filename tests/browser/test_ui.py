@@ -29,6 +29,7 @@ import httpx
 import pytest
 from PIL import Image
 from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -394,6 +395,7 @@ def test_detections_toggle_downloads_and_the_screenshot(
     assert_no_request_left_the_host(browser, ui)
 
     # The screenshot: the top of the page, no focus ring, nothing hovered.
+    ActionChains(browser).move_to_element(browser.find_element(By.CSS_SELECTOR, ".topbar")).perform()
     browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0);")
     png = full_page_png(browser)
     (tmp_path / "ui.png").write_bytes(png)
