@@ -71,9 +71,6 @@ def chromium() -> None:
 
 def make_driver(user_data_dir: Path, download_dir: Path) -> webdriver.Chrome:
     """Headless Chromium with its performance log on (every request the page makes is recorded)."""
-    # Belt and braces: with the driver given below selenium-manager has nothing to fetch, and offline it
-    # could not.
-    os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in CHROMIUM_FLAGS:
@@ -85,7 +82,16 @@ def make_driver(user_data_dir: Path, download_dir: Path) -> webdriver.Chrome:
         {"download.default_directory": str(download_dir), "download.prompt_for_download": False},
     )
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    # Belt and braces: with the browser and driver given, selenium-manager has nothing to fetch, and
+    # offline it could not.
+    offline, os.environ["SE_OFFLINE"] = os.environ.get("SE_OFFLINE"), "true"
+    try:
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    finally:
+        if offline is None:
+            del os.environ["SE_OFFLINE"]
+        else:
+            os.environ["SE_OFFLINE"] = offline
     # Headless Chromium downloads only where it is told to.
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)}
