@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from api.client import CropqClient, CropqError
+from api.job_text import describe_job
 
 app = typer.Typer(
     help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
@@ -87,19 +88,47 @@ def _client() -> CropqClient:
 
 @app.command()
 def submit(
-    source_uri: Annotated[str, typer.Argument(help="oss://bucket/key or s3://bucket/key")],
+    source: Annotated[
+        str, typer.Argument(help="A local image FILE (uploaded), or oss://, s3:// or https:// URI.")
+    ],
     project: Annotated[str, typer.Option(help="Project name.")],
     ratios: Annotated[str, typer.Option(help="Comma-separated W:H ratios, or 'auto'.")] = "auto",
     hint: Annotated[str | None, typer.Option(help="Object to keep, e.g. face.")] = None,
+    render: Annotated[
+        str | None,
+        typer.Option(
+            help="Write each crop to this oss://bucket/key template ({RequestId}, {Stem}, {Ratio})."
+        ),
+    ] = None,
+    render_format: Annotated[str, typer.Option("--format", help="jpeg, webp, png or avif.")] = "jpeg",
+    quality: Annotated[int, typer.Option(help="Encoder quality of rendered crops.", min=1, max=100)] = 82,
+    max_width: Annotated[int | None, typer.Option(help="Largest rendered width (never upscaled).")] = None,
+    max_height: Annotated[int | None, typer.Option(help="Largest rendered height (never upscaled).")] = None,
     callback_url: Annotated[str | None, typer.Option(help="URL that receives the signed result.")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the result and print the job.")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the result (--no-wait prints the RequestId).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
 ) -> None:
-    """Submit a crop job to a running cropq (native API); prints the RequestId, or the job with --wait."""
+    """Submit a crop job to a running cropq and show its crops (and rendered outputs)."""
+    fields: dict[str, object] = {"CallbackURL": callback_url}
+    if render:
+        spec = {"TargetURI": render, "Format": render_format, "Quality": quality}
+        spec |= {k: v for k, v in (("MaxWidth", max_width), ("MaxHeight", max_height)) if v is not None}
+        fields["Render"] = spec
+    hints = [hint] if hint else None
+    local = Path(source)
     with _client() as c:
         try:
-            rid = c.submit(
-                project, source_uri, ratios.split(","), [hint] if hint else None, CallbackURL=callback_url
-            )
+            if "://" not in source:
+                if not local.is_file():
+                    typer.echo(
+                        f"error: {source} is neither a file nor an oss://, s3:// or https:// URI", err=True
+                    )
+                    raise typer.Exit(2)
+                rid = c.submit_file(
+                    project, local.read_bytes(), local.name, ratios.split(","), hints, **fields
+                )
+            else:
+                rid = c.submit(project, source, ratios.split(","), hints, **fields)
             if not wait:
                 typer.echo(rid)
                 return
@@ -107,7 +136,7 @@ def submit(
         except CropqError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
-    typer.echo(job.model_dump_json(exclude_none=True))
+    typer.echo(job.model_dump_json(exclude_none=True) if as_json else describe_job(job))
     raise typer.Exit(0 if job.Status.value == "Succeeded" else 1)
 
 

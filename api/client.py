@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -49,8 +50,13 @@ class CropqClient:
             )
         return r.json()
 
-    def put_project(self, project: str, buckets: list[str]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("PUT", f"/v1/projects/{project}", json={"Buckets": buckets})
+    def put_project(
+        self, project: str, buckets: list[str], writable_buckets: list[str] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"Buckets": buckets}
+        if writable_buckets is not None:
+            body["WritableBuckets"] = writable_buckets
+        result: dict[str, Any] = self._call("PUT", f"/v1/projects/{project}", json=body)
         return result
 
     def submit(
@@ -69,6 +75,25 @@ class CropqClient:
         }
         answer = self._call(
             "POST", f"/v1/projects/{project}/crop-jobs", json={k: v for k, v in body.items() if v is not None}
+        )
+        return str(answer["RequestId"])
+
+    def submit_file(
+        self,
+        project: str,
+        image: bytes,
+        file_name: str,
+        aspect_ratios: list[str] | None = None,
+        inclusion_hints: list[str] | None = None,
+        **extra: Any,
+    ) -> str:
+        """Submit the image itself (multipart upload); the RequestId."""
+        fields = {"AspectRatios": aspect_ratios, "InclusionHints": inclusion_hints, **extra}
+        job = json.dumps({k: v for k, v in fields.items() if v is not None})
+        answer = self._call(
+            "POST",
+            f"/v1/projects/{project}/crop-jobs",
+            files={"Image": (file_name, image), "Job": (None, job, "application/json")},
         )
         return str(answer["RequestId"])
 

@@ -13,6 +13,7 @@ from api.auth.principal import Principal
 from api.errors import ImmError
 from worker.sealing import SecretBox
 from worker.settings import Settings
+from worker.storage import S3Storage
 
 
 def _redis(request: Request) -> aioredis.Redis:
@@ -31,6 +32,11 @@ def _webhook_box(request: Request) -> SecretBox:
     return request.app.state.webhook_box  # type: ignore[no-any-return]
 
 
+def _storage(request: Request) -> S3Storage:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+StorageDep = Annotated[S3Storage, Depends(_storage)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
 SecretBoxDep = Annotated[SecretBox, Depends(_webhook_box)]
 CeleryDep = Annotated[Celery, Depends(_celery)]

@@ -32,16 +32,20 @@ from api.schemas import (
 )
 from worker import keys
 from worker.celery_app import CROP_TASK
-from worker.contracts import CallbackState, CropTaskMessage, Job, JobStatus, utcnow_iso
+from worker.contracts import CallbackState, CropTaskMessage, Job, JobStatus, RenderSpec, utcnow_iso
 from worker.engine.errors import CropError
 from worker.engine.ratios import MAX_HINT_LENGTH, hints_from_param, loads_bounded, ratios_from_param, shown
+from worker.engine.render_formats import supported_formats
+from worker.http_source import SourceRefused, precheck_source_url
 from worker.projects import Project
+from worker.render_targets import TargetError, parse_target
 from worker.sealing import SecretBox
 from worker.settings import Settings
 
 log = structlog.get_logger("cropq.api")
 
 _URI_RE = re.compile(r"(oss|s3)://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)", re.DOTALL)
+_URL_SCHEME_RE = re.compile(r"https?://", re.IGNORECASE)
 _PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
@@ -61,6 +65,11 @@ class JobParams:
     callback_url: str | None = None
     user_data: str | None = None
     idempotency_key: str | None = None
+    source_url: str | None = None
+    """An http(s) source the worker fetches (then ``bucket`` and ``key`` are empty)."""
+    render: RenderSpec | None = None
+    uploaded: bool = False
+    """The source is an image this request uploaded (to the upload bucket, which no project lists)."""
 
 
 def validate_project_name(name: str) -> str:
@@ -101,6 +110,51 @@ def parse_source_uri(uri: str | None) -> tuple[str, str]:
             f"The object key of SourceURI is at most {MAX_OBJECT_KEY_BYTES} bytes (S3's limit)."
         )
     return m.group(2), m.group(3)
+
+
+def parse_source(uri: str | None, settings: Settings | None) -> tuple[str, str, str | None]:
+    """(bucket, key, None) for a bucket source; ("", "", url) for an http(s) one, accepted only where
+    ``settings`` is given (the native face) and the URL passes the source policy (no DNS here: the
+    worker resolves, checks and pins each address before it connects)."""
+    if settings is not None and uri and _URL_SCHEME_RE.match(uri):
+        check_text("SourceURI", uri, MAX_SOURCE_URI_BYTES)
+        try:
+            precheck_source_url(uri, settings)
+        except SourceRefused as e:
+            raise invalid_argument(str(e)) from None
+        return "", "", uri
+    bucket, key = parse_source_uri(uri)
+    return bucket, key, None
+
+
+def validate_render(render: RenderSpec | None, ratios: Sequence[str]) -> RenderSpec | None:
+    """Everything about ``Render`` that needs no project: the template, the format this server can
+    encode, and distinct keys for distinct ratios."""
+    if render is None:
+        return None
+    try:
+        target = parse_target(render.TargetURI)
+    except TargetError as e:
+        raise invalid_argument(str(e)) from None
+    if render.Format not in supported_formats():
+        raise invalid_argument(
+            f"Render.Format {render.Format!r} is not supported by this server "
+            f"(supported: {', '.join(sorted(supported_formats()))})."
+        )
+    if len(ratios) > 1 and "Ratio" not in target.placeholders:
+        raise invalid_argument("Render.TargetURI needs {Ratio} when more than one ratio is requested.")
+    return render
+
+
+def check_writable(render: RenderSpec | None, project: Project) -> None:
+    """A rendered crop is written only into a bucket an admin made writable for the project."""
+    if render is not None:
+        bucket = parse_target(render.TargetURI).bucket
+        if bucket not in project.WritableBuckets:
+            raise invalid_argument(
+                f"Bucket {bucket!r} is not writable by project {project.ProjectName!r} "
+                "(an admin key lists it in the project's WritableBuckets)."
+            )
 
 
 def validate_callback_url(url: str | None) -> str | None:
@@ -157,15 +211,20 @@ def build_params(
     callback_url: str | None = None,
     user_data: str | None = None,
     idempotency_key: str | None = None,
+    render: RenderSpec | None = None,
+    settings: Settings | None = None,
+    uploaded: bool = False,
 ) -> JobParams:
-    """Syntax checks of every field, before anything is looked up or queued."""
+    """Syntax checks of every field, before anything is looked up or queued. ``settings`` (given by the
+    native face only) lets http(s) sources in, under the source policy."""
     validate_project_name(project)
-    bucket, key = parse_source_uri(source_uri)
+    bucket, key, url = parse_source(source_uri, settings)
     try:
         ratios = ratios_from_param(aspect_ratios)
         hints = hints_from_param(inclusion_hints)
     except CropError as e:
         raise invalid_argument(str(e)) from None
+    render = validate_render(render, ratios)
     for hint in hints:
         check_text("InclusionHints", hint, MAX_HINT_LENGTH)
     validate_credential_config(credential_config)
@@ -181,6 +240,9 @@ def build_params(
         callback_url=validate_callback_url(callback_url),
         user_data=user_data,
         idempotency_key=idempotency_key,
+        source_url=url,
+        render=render,
+        uploaded=uploaded,
     )
 
 
@@ -193,6 +255,11 @@ async def project_of(r: aioredis.Redis, name: str, box: SecretBox) -> Project:
     return project
 
 
+def check_readable(params: JobParams, project: Project) -> None:
+    if params.source_url is None and not params.uploaded and params.bucket not in project.Buckets:
+        raise invalid_argument(f"Bucket {params.bucket!r} does not belong to project {params.project!r}.")
+
+
 async def submit_job(
     r: aioredis.Redis,
     celery: Celery,
@@ -201,9 +268,9 @@ async def submit_job(
     request_id: str,
     project: Project,
 ) -> Job:
-    """Check the bucket, record the job, send the task. Returns the (possibly earlier) job."""
-    if params.bucket not in project.Buckets:
-        raise invalid_argument(f"Bucket {params.bucket!r} does not belong to project {params.project!r}.")
+    """Check the buckets, record the job, send the task. Returns the (possibly earlier) job."""
+    check_readable(params, project)
+    check_writable(params.render, project)
 
     if params.idempotency_key:
         idem = keys.idempotency(params.project, params.idempotency_key)
@@ -223,6 +290,7 @@ async def submit_job(
         SourceURI=params.source_uri,
         AspectRatios=params.aspect_ratios,
         InclusionHints=params.inclusion_hints,
+        Render=params.render,
         UserData=params.user_data,
         CallbackURL=params.callback_url,
         Callback=CallbackState() if params.callback_url else None,
@@ -237,8 +305,10 @@ async def submit_job(
         ProjectName=params.project,
         Bucket=params.bucket,
         Key=params.key,
+        SourceURL=params.source_url,
         AspectRatios=params.aspect_ratios,
         InclusionHints=params.inclusion_hints,
+        Render=params.render,
     )
     try:
         await run_in_threadpool(

@@ -34,18 +34,30 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
+def is_upload(scope: Scope) -> bool:
+    """A multipart POST to a crop-jobs collection: the one request that may carry an image."""
+    if scope.get("method") != "POST" or not str(scope.get("path", "")).endswith("/crop-jobs"):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-type":
+            return bytes(value).split(b";", 1)[0].strip().lower() == b"multipart/form-data"
+    return False
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.upload_max_bytes if is_upload(scope) else self.max_bytes
         declared = declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._refuse(scope, send)
+        if declared is not None and declared > limit:
+            await self._refuse(scope, send, limit)
             return
 
         received = 0
@@ -57,9 +69,9 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
-                    raise BodyTooLarge(self.max_bytes)
+                    raise BodyTooLarge(limit)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -77,14 +89,14 @@ class BodyLimitMiddleware:
             if not exceeded or started:
                 raise
         if exceeded and not started:
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, limit)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
         # Reuse the RequestId the request-context middleware gave this request, when it got that far.
         state = scope.get("state") or {}
         rid = str(state.get("request_id") or new_request_id())
         host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"), "")
-        err = BodyTooLarge(self.max_bytes)
+        err = BodyTooLarge(limit)
         body = json.dumps(
             {"RequestId": rid, "HostId": host, "Code": err.code, "Message": err.message, "Recommend": ""}
         ).encode()

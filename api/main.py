@@ -22,6 +22,7 @@ from api.limits import BodyLimitMiddleware
 from api.metrics import HTTP_SECONDS
 from api.openapi import install_openapi
 from api.routes import health, jobs, projects, rpc, ui
+from api.uploads import body_limit
 from worker.celery_app import make_celery
 from worker.logs import configure_logging
 from worker.redis_clients import async_client
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     # Added last, so it is the outermost of our middleware: no layer reads a byte of an oversized body.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_body_bytes, upload_max_bytes=body_limit(s))
 
     app.include_router(health.router)
     app.include_router(projects.router)

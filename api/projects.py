@@ -83,30 +83,44 @@ async def update_project(
     raise service_unavailable(f"The project {name!r} is being changed by other requests; try again.")
 
 
-def validate_buckets(buckets: list[str]) -> list[str]:
+def validate_buckets(buckets: list[str], reserved: str | None = None, field: str = "Buckets") -> list[str]:
+    """Valid S3 bucket names, sorted and deduplicated. ``reserved`` (the upload bucket, which holds every
+    project's uploads) may not be listed: a project that could read or write it could reach other
+    projects' images."""
     for b in buckets:
         if not _BUCKET_RE.fullmatch(b) or ".." in b:
             raise invalid_argument(f"Bucket name {b[:80]!r} is not valid.")
+        if b == reserved:
+            raise invalid_argument(f"{field} may not list {b!r}: it holds every project's uploaded images.")
     return sorted(set(buckets))
 
 
 async def put_project(
-    r: aioredis.Redis, name: str, buckets: list[str], box: SecretBox
+    r: aioredis.Redis,
+    name: str,
+    buckets: list[str],
+    box: SecretBox,
+    writable: list[str] | None = None,
+    reserved: str | None = None,
 ) -> tuple[Project, bool]:
-    """Create or update; returns (stored project, created). The webhook secret is made once, sealed with
-    ``box``, and kept across updates."""
-    wanted = validate_buckets(buckets)
-    updated = await update_project(r, name, lambda p: _sealed(p, box).model_copy(update={"Buckets": wanted}))
+    """Create or update; returns (stored project, created). ``writable`` None keeps the stored
+    WritableBuckets. The webhook secret is made once, sealed with ``box``, and kept across updates."""
+    wanted = validate_buckets(buckets, reserved)
+    changes: dict[str, list[str]] = {"Buckets": wanted}
+    if writable is not None:
+        changes["WritableBuckets"] = validate_buckets(writable, reserved, "WritableBuckets")
+    updated = await update_project(r, name, lambda p: _sealed(p, box).model_copy(update=changes))
     if updated is not None:
         return updated, False
     project = Project(
         ProjectName=name,
-        Buckets=wanted,
         CreatedAt=utcnow_iso(),
         WebhookSecret=box.seal(name, new_secret()),
+        **changes,
     )
     if not await r.set(keys.project(name), project.model_dump_json(), nx=True):
-        return await put_project(r, name, buckets, box)  # lost a race with another create: update that one
+        # lost a race with another create: update that one
+        return await put_project(r, name, buckets, box, writable, reserved)
     await r.sadd(keys.PROJECTS_INDEX, name)
     return project, True
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contracts import JobStatus
+from worker.contracts import JobStatus, RenderSpec
 from worker.engine.ratios import MAX_HINT_LENGTH, MAX_HINTS, MAX_RATIOS
 
 PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
@@ -41,12 +41,14 @@ RequestIdPath = Annotated[
 class SubmitJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    SourceURI: str = Field(
+    SourceURI: str | None = Field(
+        None,
         max_length=MAX_SOURCE_URI_BYTES,
         # Documented, checked by the job path (with its own messages) rather than by the model.
-        json_schema_extra={"pattern": SOURCE_URI_PATTERN, "examples": ["oss://photos/photo.jpg"]},
-        description="oss://bucket/key or s3://bucket/key (at most 1,100 bytes: S3 keys are at most 1,024); "
-        "the bucket must belong to the project.",
+        json_schema_extra={"examples": ["oss://photos/photo.jpg", "https://example.com/photo.jpg"]},
+        description="oss://bucket/key or s3://bucket/key (at most 1,100 bytes: S3 keys are at most 1,024) "
+        "in a bucket of the project; or an https:// URL (http:// where the server allows it) that the worker "
+        "fetches. Required, except in the Job part of a multipart upload (the Image part is the source).",
     )
     AspectRatios: (
         Annotated[list[Annotated[str, Field(max_length=16)]], Field(max_length=MAX_RATIOS)]
@@ -70,6 +72,11 @@ class SubmitJobRequest(BaseModel):
     )
     UserData: str | None = Field(
         None, max_length=MAX_USER_DATA_LENGTH, description="Echoed back in the job and the callback."
+    )
+    Render: RenderSpec | None = Field(
+        None,
+        description="Write each crop, resized and encoded, to Render.TargetURI (a bucket in the project's "
+        "WritableBuckets); each Cropping then carries Output.",
     )
     IdempotencyKey: str | None = Field(
         None,
@@ -100,11 +107,18 @@ class ProjectPutRequest(BaseModel):
     Buckets: list[Annotated[str, Field(max_length=63)]] = Field(
         default_factory=list, max_length=100, description="Buckets the project may read."
     )
+    WritableBuckets: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        None,
+        max_length=100,
+        description="Buckets the project's jobs may write rendered outputs to (Render.TargetURI); "
+        "left as it is when omitted.",
+    )
 
 
 class ProjectResponse(BaseModel):
     ProjectName: str
     Buckets: list[str]
+    WritableBuckets: list[str] = Field(default_factory=list)
     CreatedAt: str
     WebhookSecret: str = Field(description="The current signing secret of the project's callbacks.")
     PreviousWebhookSecretExpiresAt: str | None = Field(

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.engine.types import CropSuggestion
+from worker.engine.types import CropSuggestion, Detected
 
 
 def utcnow_iso() -> str:
@@ -118,6 +118,16 @@ class Detection(BaseModel):
     Label: str
     Confidence: float = Field(ge=0, le=1)
     Boundary: Box
+
+    @classmethod
+    def from_detected(cls, d: Detected) -> Detection:
+        r = d.rect
+        return cls(
+            Type=d.kind,  # the engine's kinds are exactly these four (validated)
+            Label=d.label,
+            Confidence=d.confidence,
+            Boundary=Box(Left=r.left, Top=r.top, Width=r.width, Height=r.height),
+        )
 
 
 class CallbackStatus(StrEnum):

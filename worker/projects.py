@@ -1,4 +1,5 @@
-"""Project records (name, buckets, webhook secrets) in Redis; read by workers, written by the API.
+"""Project records (readable and writable buckets, webhook secrets) in Redis; read by workers, written
+by the API.
 
 The record keeps webhook secrets sealed (:mod:`worker.sealing`); :func:`webhook_secret` opens the current
 one and :func:`signing_secrets` every secret a callback is signed with right now (the current one and,
@@ -24,6 +25,8 @@ verify with either secret while they deploy the new one."""
 class Project(BaseModel):
     ProjectName: str
     Buckets: list[str] = Field(default_factory=list)
+    WritableBuckets: list[str] = Field(default_factory=list)
+    """Buckets the project's jobs may write rendered outputs to (set by an admin key only)."""
     CreatedAt: str
     WebhookSecret: str
     """The sealed webhook secret (or, in records from before sealing, the secret itself)."""

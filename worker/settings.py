@@ -7,6 +7,7 @@ generated from it (``cropq config``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -262,6 +263,17 @@ class Settings(BaseSettings):
     def _json_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return json.loads(v) if v.strip() else []
+        return v
+
+    @field_validator("webhook_allowed_cidrs", "source_allowed_cidrs")
+    @classmethod
+    def _cidrs_readable(cls, v: list[str]) -> list[str]:
+        # A bad entry stops the process at start, naming it, instead of refusing every job at run time.
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network (e.g. 10.0.0.0/8 or fd00::/8)") from None
         return v
 
     @field_validator("redis_url")

@@ -1,4 +1,4 @@
-"""The crop task: claim -> fetch -> crop -> store -> notify. Thin on purpose; the work is elsewhere.
+"""The crop task: claim -> fetch -> crop -> render -> store -> notify. Thin on purpose; the work is elsewhere.
 
 Reliability (see celery_app.py for the Celery side, leases.py for the broker side):
 - every run counts itself before any work, and every run that ends with its process alive counts its end;
@@ -33,14 +33,25 @@ from celery.utils.time import get_exponential_backoff_interval
 # the sweeper that sends orphaned jobs again.
 from worker import health, keys, leases, orphans  # noqa: F401
 from worker.celery_app import CROP_TASK, app
-from worker.contracts import Cropping, CropTaskMessage, Job, JobStatus, utcnow_iso
+from worker.contracts import (
+    Cropping,
+    CropTaskMessage,
+    Detection,
+    Job,
+    JobStatus,
+    RenderedOutput,
+    RenderSpec,
+    utcnow_iso,
+)
 from worker.engine.config import EngineConfig
 from worker.engine.errors import CropError
-from worker.engine.types import CropResult
+from worker.engine.types import CropResult, Rect
+from worker.http_source import fetch_source
 from worker.jobstore import JobNotFound, JobStore, connect
+from worker.render_targets import TargetError, parse_target, stem_of
 from worker.settings import Settings, engine_config, get_settings
 from worker.stats import record_job
-from worker.storage import ObjectNotFound, ObjectTooLarge, S3Storage, StorageUnavailable
+from worker.storage import S3Storage, StorageError, StorageUnavailable
 from worker.webhooks.tasks import enqueue_callback
 
 log = structlog.get_logger("cropq.worker")
@@ -66,6 +77,46 @@ def _storage() -> S3Storage:
 @lru_cache(maxsize=1)
 def _engine_config() -> EngineConfig:
     return engine_config(get_settings())
+
+
+def _fetch_source(msg: CropTaskMessage, settings: Settings) -> bytes:
+    """The image: from its bucket, or fetched from its http(s) URL under the source policy."""
+    if msg.SourceURL is not None:
+        return fetch_source(msg.SourceURL, settings, settings.max_image_bytes)
+    return _storage().get(msg.Bucket, msg.Key, settings.max_image_bytes)
+
+
+def _render(data: bytes, msg: CropTaskMessage, spec: RenderSpec, croppings: list[Cropping]) -> list[Cropping]:
+    """Encode every crop and write it to its target. Keys depend only on the job, so a rerun overwrites
+    the same objects (and a stale run, fenced later, writes the same bytes)."""
+    from worker.engine.render import RenderOptions, render_crops  # heavy import only inside workers
+
+    options = RenderOptions(
+        format=spec.Format,
+        quality=spec.Quality,
+        max_width=spec.MaxWidth,
+        max_height=spec.MaxHeight,
+        keep_metadata=spec.KeepMetadata,
+    )
+    rects = [Rect(c.Boundary.Left, c.Boundary.Top, c.Boundary.Width, c.Boundary.Height) for c in croppings]
+    images = render_crops(data, rects, options, _engine_config())
+    target = parse_target(spec.TargetURI)
+    stem = stem_of(msg.SourceURL or msg.Key)
+    out = []
+    for cropping, image in zip(croppings, images, strict=True):
+        key = target.expand(msg.RequestId, stem, cropping.AspectRatio)
+        etag = _storage().put(target.bucket, key, image.data, image.media_type)
+        output = RenderedOutput(
+            URI=f"oss://{target.bucket}/{key}",
+            Width=image.width,
+            Height=image.height,
+            Format=image.format,
+            Bytes=len(image.data),
+            ETag=etag,
+        )
+        out.append(cropping.model_copy(update={"Output": output}))
+    log.info("job_rendered", outputs=len(out), bytes=sum(len(i.data) for i in images))
+    return out
 
 
 def _run_engine(data: bytes, msg: CropTaskMessage) -> CropResult:
@@ -200,32 +251,38 @@ def _run(
         )
 
     store.update(rid, running)
-    log.info("job_started", bucket=msg.Bucket)
+    log.info("job_started", bucket=msg.Bucket, url=msg.SourceURL is not None)
     try:
-        data = _storage().get(msg.Bucket, msg.Key, settings.max_image_bytes)
+        data = _fetch_source(msg, settings)
         t0 = time.perf_counter()
         result = _run_engine(data, msg)
+        croppings = [Cropping.from_suggestion(s) for s in result.croppings]
+        if msg.Render is not None:
+            croppings = _render(data, msg, msg.Render, croppings)
         _finish(
             store,
             rid,
             attempt,
             crop_seconds=time.perf_counter() - t0,
             Status=JobStatus.SUCCEEDED,
-            Croppings=[Cropping.from_suggestion(s) for s in result.croppings],
+            Croppings=croppings,
+            Detections=[Detection.from_detected(d) for d in result.detections],
             MatchedInclusionHints=result.matched_hints,
             ImageWidth=result.width,
             ImageHeight=result.height,
             Code=None,
             Message=None,
         )
-    except (ObjectNotFound, ObjectTooLarge, CropError) as e:
+    except StorageUnavailable as e:
+        _retry_after_outage(task, msg, store, settings, attempt, e, outage_since)
+    except (StorageError, CropError) as e:  # the source or the image itself: final
         _fail(store, rid, attempt, e.code, str(e))
+    except TargetError as e:
+        _fail(store, rid, attempt, "InvalidArgument", str(e))
     except SoftTimeLimitExceeded:
         _fail(
             store, rid, attempt, "Timeout", f"Processing took longer than {settings.task_soft_time_limit} s."
         )
-    except StorageUnavailable as e:
-        _retry_after_outage(task, msg, store, settings, attempt, e, outage_since)
     except (StaleRun, *REDIS_DOWN, Reject):
         raise
     except Exception as e:  # anything unexpected must still end the job, not leave it Running

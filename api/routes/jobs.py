@@ -1,15 +1,44 @@
-"""Crop jobs: submit (202 + RequestId) and poll (with long-poll ``?wait=``)."""
+"""Crop jobs: submit (JSON, or multipart with the image; 202 + RequestId), poll (with long-poll ``?wait=``),
+and read back a job's source image and its rendered outputs."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+from urllib.parse import quote
 
+import structlog
+from celery import Celery
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import Path as FastApiPath
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from starlette.concurrency import run_in_threadpool
 
 from api.auth.ratelimit import charge_rate_limit
-from api.deps import CeleryDep, PrincipalDep, RedisDep, SecretBoxDep, SettingsDep, require_project_access
-from api.errors import ImmError, invalid_argument, not_found, request_id_of
-from api.jobs import JobParams, accept_jobs, build_params, get_job, project_of, wait_for_job
+from api.deps import (
+    CeleryDep,
+    PrincipalDep,
+    RedisDep,
+    SecretBoxDep,
+    SettingsDep,
+    StorageDep,
+    require_project_access,
+)
+from api.errors import ImmError, invalid_argument, not_found, request_id_of, service_unavailable
+from api.jobs import (
+    JobParams,
+    accept_jobs,
+    build_params,
+    check_readable,
+    check_writable,
+    get_job,
+    parse_source_uri,
+    project_of,
+    wait_for_job,
+)
 from api.metrics import JOBS_SUBMITTED
 from api.openapi import error_responses
 from api.schemas import (
@@ -21,22 +50,83 @@ from api.schemas import (
     SubmitJobRequest,
     SubmitJobResponse,
 )
+from api.uploads import (
+    discard_upload,
+    is_multipart,
+    read_upload,
+    safe_file_name,
+    sniff_media_type,
+    store_upload,
+)
 from worker.contracts import Job
+from worker.engine.ratios import MAX_RATIOS
+from worker.engine.render_formats import MEDIA_TYPES
+from worker.sealing import SecretBox
+from worker.settings import Settings
+from worker.storage import ObjectNotFound, ObjectTooLarge, S3Storage, StorageError
+
+log = structlog.get_logger("cropq.api")
 
 router = APIRouter(prefix="/v1/projects/{ProjectName}/crop-jobs", tags=["crop-jobs"])
 
 
-def _params_of(project: str, body: SubmitJobRequest, idempotency_header: str | None) -> JobParams:
+def _params_of(
+    project: str,
+    body: SubmitJobRequest,
+    idempotency_header: str | None,
+    settings: Settings,
+    upload_uri: str | None = None,
+) -> JobParams:
     return build_params(
         project,
-        source_uri=body.SourceURI,
+        source_uri=upload_uri or body.SourceURI,
         aspect_ratios=body.AspectRatios,
         inclusion_hints=body.InclusionHints,
         credential_config=body.CredentialConfig,
         callback_url=body.CallbackURL,
         user_data=body.UserData,
         idempotency_key=body.IdempotencyKey or idempotency_header,
+        render=body.Render,
+        settings=settings,
+        uploaded=upload_uri is not None,
     )
+
+
+def _json_body(raw: bytes, request: Request) -> SubmitJobRequest:
+    """The JSON submit body (parsed here because the same path also takes multipart)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise invalid_argument("Content-Type must be application/json, or multipart/form-data for an upload.")
+    try:
+        return SubmitJobRequest.model_validate_json(raw or b"{}")
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err.get("loc", ()))} for err in e.errors(include_url=False)]
+        ) from None
+
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SubmitJobRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["Image"],
+                    "properties": {
+                        "Image": {"type": "string", "format": "binary", "description": "The image."},
+                        "Job": {
+                            "type": "string",
+                            "description": "The submit body's JSON without SourceURI.",
+                            "example": '{"AspectRatios": ["1:1", "16:9"]}',
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
 
 
 @router.post(
@@ -45,10 +135,10 @@ def _params_of(project: str, body: SubmitJobRequest, idempotency_header: str | N
     response_model=SubmitJobResponse,
     operation_id="submit_crop_job",
     responses=error_responses(),
+    openapi_extra=_SUBMIT_BODY,
 )
 async def submit(
     ProjectName: ProjectNamePath,
-    body: SubmitJobRequest,
     request: Request,
     response: Response,
     principal: PrincipalDep,
@@ -56,17 +146,61 @@ async def submit(
     celery: CeleryDep,
     settings: SettingsDep,
     box: SecretBoxDep,
+    storage: StorageDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
     ] = None,
 ) -> SubmitJobResponse:
+    """Submit one crop job: a JSON body with SourceURI (a bucket of the project, or an http(s) URL), or
+    multipart/form-data with the image itself (``Image``) and the other fields as JSON (``Job``)."""
     require_project_access(principal, ProjectName)
-    params = _params_of(ProjectName, body, idempotency_key)
-    project = await project_of(r, ProjectName, box)
-    (job,) = await accept_jobs(r, celery, settings, [(params, request_id_of(request))], project)
+    rid = request_id_of(request)
+    if not is_multipart(request):
+        params = _params_of(ProjectName, _json_body(await request.body(), request), idempotency_key, settings)
+        project = await project_of(r, ProjectName, box)
+        (job,) = await accept_jobs(r, celery, settings, [(params, rid)], project)
+    else:
+        job = await _submit_upload(
+            ProjectName, request, rid, r, celery, settings, box, storage, idempotency_key
+        )
     JOBS_SUBMITTED.labels(face="native").inc()
     response.headers["Location"] = f"/v1/projects/{ProjectName}/crop-jobs/{job.RequestId}"
     return SubmitJobResponse(RequestId=job.RequestId, Status=job.Status)
+
+
+async def _submit_upload(
+    project_name: str,
+    request: Request,
+    rid: str,
+    r: Redis,
+    celery: Celery,
+    settings: Settings,
+    box: SecretBox,
+    storage: S3Storage,
+    idempotency_key: str | None,
+) -> Job:
+    """Every check first (fields, project, buckets), then the image is stored, then the job accepted; an
+    image whose job is not accepted is removed again."""
+    body, upload = await read_upload(request, settings)
+    key = f"{project_name}/{rid}/{upload.file_name}"
+    params = _params_of(
+        project_name, body, idempotency_key, settings, upload_uri=f"oss://{settings.upload_bucket}/{key}"
+    )
+    project = await project_of(r, project_name, box)
+    check_writable(params.render, project)
+    try:
+        await run_in_threadpool(store_upload, storage, settings, key, upload)
+    except StorageError as e:
+        log.warning("upload_not_stored", error=str(e))
+        raise service_unavailable("The image store is unavailable; nothing was queued. Try again.") from None
+    try:
+        (job,) = await accept_jobs(r, celery, settings, [(params, rid)], project)
+    except BaseException:
+        await run_in_threadpool(discard_upload, storage, settings, key)
+        raise
+    if job.RequestId != rid:  # an IdempotencyKey replayed an earlier job: this upload is not needed
+        await run_in_threadpool(discard_upload, storage, settings, key)
+    return job
 
 
 @router.post(
@@ -94,22 +228,28 @@ async def submit_batch(
     await charge_rate_limit(r, principal.access_key_id, len(body.Jobs) - 1, settings.rate_limit_per_minute)
     params = []
     for i, item in enumerate(body.Jobs):
-        try:
-            params.append(_params_of(ProjectName, item, None))
-        except ImmError as e:
-            raise ImmError(e.status, e.code, f"Jobs[{i}]: {e.message}") from None
+        with _job_index(i):
+            params.append(_params_of(ProjectName, item, None, settings))
     project = await project_of(r, ProjectName, box)
     for i, p in enumerate(params):
-        if p.bucket not in project.Buckets:
-            raise invalid_argument(
-                f"Jobs[{i}]: Bucket {p.bucket!r} does not belong to project {ProjectName!r}."
-            )
+        with _job_index(i):
+            check_readable(p, project)
+            check_writable(p.render, project)
     base = request_id_of(request)
     jobs = await accept_jobs(
         r, celery, settings, [(p, f"{base}-{i:03d}") for i, p in enumerate(params)], project
     )
     JOBS_SUBMITTED.labels(face="native").inc(len(jobs))
     return SubmitBatchResponse(Jobs=[SubmitJobResponse(RequestId=j.RequestId, Status=j.Status) for j in jobs])
+
+
+@contextmanager
+def _job_index(i: int) -> Iterator[None]:
+    """A batch's error names the job it is about."""
+    try:
+        yield
+    except ImmError as e:
+        raise ImmError(e.status, e.code, f"Jobs[{i}]: {e.message}") from None
 
 
 @router.get(
@@ -142,3 +282,106 @@ async def get(
         if job is None:  # expired or withdrawn meanwhile
             raise not_found("job", f"The specified crop job {RequestId!r} is not found.")
     return job
+
+
+async def _own_job(r: Redis, project: str, request_id: str) -> Job:
+    job = await get_job(r, request_id)
+    if job is None or job.ProjectName != project:
+        raise not_found("job", f"The specified crop job {request_id!r} is not found.")
+    return job
+
+
+async def _read_object(storage: S3Storage, bucket: str, key: str, max_bytes: int) -> bytes:
+    try:
+        return await run_in_threadpool(storage.get, bucket, key, max_bytes)
+    except ObjectNotFound:
+        raise not_found("object", "The object is no longer in storage.") from None
+    except ObjectTooLarge as e:
+        raise ImmError(413, "RequestEntityTooLarge", str(e)) from None
+    except StorageError:
+        raise service_unavailable("The image store is unavailable; try again.") from None
+
+
+_IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/*": {}}, "description": "The image's bytes."}
+}
+
+
+@router.get(
+    "/{RequestId}/outputs/{Index}",
+    operation_id="get_crop_job_output",
+    responses={**_IMAGE_RESPONSE, **error_responses()},
+    response_class=Response,
+)
+async def output(
+    ProjectName: ProjectNamePath,
+    RequestId: RequestIdPath,
+    Index: Annotated[int, FastApiPath(ge=0, lt=MAX_RATIOS, description="Index into Croppings.")],
+    principal: PrincipalDep,
+    r: RedisDep,
+    box: SecretBoxDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> Response:
+    """The rendered crop ``Croppings[Index].Output``, read back from its bucket (while the project may
+    still write there)."""
+    require_project_access(principal, ProjectName)
+    job = await _own_job(r, ProjectName, RequestId)
+    croppings = job.Croppings or []
+    out = croppings[Index].Output if Index < len(croppings) else None
+    if out is None:
+        raise not_found("output", f"The crop job {RequestId!r} has no rendered output {Index}.")
+    bucket, key = parse_source_uri(out.URI)
+    project = await project_of(r, ProjectName, box)
+    if bucket not in project.WritableBuckets:
+        raise not_found("output", f"The crop job {RequestId!r} has no rendered output {Index}.")
+    data = await _read_object(storage, bucket, key, settings.max_image_bytes)
+    name = safe_file_name(key.rsplit("/", 1)[-1])
+    return Response(
+        data,
+        media_type=MEDIA_TYPES.get(out.Format, "application/octet-stream"),
+        headers={**_BYTES_HEADERS, "Content-Disposition": f'attachment; filename="{quote(name)}"'},
+    )
+
+
+@router.get(
+    "/{RequestId}/source",
+    operation_id="get_crop_job_source",
+    responses={**_IMAGE_RESPONSE, **error_responses()},
+    response_class=Response,
+)
+async def source(
+    ProjectName: ProjectNamePath,
+    RequestId: RequestIdPath,
+    principal: PrincipalDep,
+    r: RedisDep,
+    box: SecretBoxDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> Response:
+    """The job's source image (a bucket source the project may still read, or its upload); 404 for an
+    http(s) source, which was never stored."""
+    require_project_access(principal, ProjectName)
+    job = await _own_job(r, ProjectName, RequestId)
+    if job.SourceURI.startswith(("http://", "https://")):
+        raise not_found("source", "The job's source is a URL; cropq did not keep a copy.")
+    bucket, key = parse_source_uri(job.SourceURI)
+    project = await project_of(r, ProjectName, box)
+    own_upload = bucket == settings.upload_bucket and key.startswith(f"{ProjectName}/{RequestId}/")
+    if not own_upload and bucket not in project.Buckets:
+        raise not_found("source", "The job's source is not readable by the project any more.")
+    data = await _read_object(storage, bucket, key, settings.max_image_bytes)
+    media_type = sniff_media_type(data[:32])
+    headers = dict(_BYTES_HEADERS)
+    if media_type is None:  # not an image after all: never let a browser render it
+        media_type = "application/octet-stream"
+        headers["Content-Disposition"] = "attachment"
+    return Response(data, media_type=media_type, headers=headers)
+
+
+# Stored bytes are the tenant's, not ours: no sniffing, no scripts, no caching by shared proxies.
+_BYTES_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "private, max-age=300",
+}

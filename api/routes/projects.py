@@ -1,4 +1,4 @@
-"""Projects: which buckets a project's jobs may read, and its webhook secrets.
+"""Projects: which buckets a project's jobs may read and write, and its webhook secrets.
 
 Only an admin key (``Projects ["*"]``) creates projects or changes what they may read; a project's own key
 may read its project and rotate its webhook secret.
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import structlog
 from fastapi import APIRouter, Response
 
-from api.deps import PrincipalDep, RedisDep, SecretBoxDep, require_project_access
+from api.deps import PrincipalDep, RedisDep, SecretBoxDep, SettingsDep, require_project_access
 from api.errors import ImmError, not_found
 from api.openapi import error_responses
 from api.projects import load_project, put_project, rotate_webhook_secret
@@ -38,15 +38,19 @@ async def put(
     principal: PrincipalDep,
     r: RedisDep,
     box: SecretBoxDep,
+    settings: SettingsDep,
     response: Response,
 ) -> ProjectResponse:
-    """Create a project or replace its Buckets (an admin key only: a project key cannot widen its access)."""
+    """Create a project or replace its Buckets and WritableBuckets (an admin key only: a project key cannot
+    widen its access). WritableBuckets left out keeps the stored list."""
     if not principal.is_admin:
         raise ImmError(
             403, "Forbidden", 'Only an access key with Projects ["*"] may create projects or change them.'
         )
     with _sealing():
-        project, created = await put_project(r, ProjectName, body.Buckets, box)
+        project, created = await put_project(
+            r, ProjectName, body.Buckets, box, body.WritableBuckets, settings.upload_bucket
+        )
     response.status_code = 201 if created else 200
     return _response(project, box)
 
@@ -99,6 +103,7 @@ def _response(project: Project, box: SecretBox) -> ProjectResponse:
     return ProjectResponse(
         ProjectName=project.ProjectName,
         Buckets=project.Buckets,
+        WritableBuckets=project.WritableBuckets,
         CreatedAt=project.CreatedAt,
         WebhookSecret=secret,
         PreviousWebhookSecretExpiresAt=grace,

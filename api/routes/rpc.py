@@ -47,7 +47,7 @@ def imm_body(job: Job) -> dict[str, object]:
     """The DetectImageCropping response body of a finished job."""
     body: dict[str, object] = {
         "RequestId": job.RequestId,
-        "Croppings": [c.model_dump() for c in job.Croppings or []],
+        "Croppings": [c.model_dump(exclude={"Output"}) for c in job.Croppings or []],
     }
     if job.InclusionHints:
         body["MatchedInclusionHints"] = job.MatchedInclusionHints

@@ -218,7 +218,7 @@ def test_cli_submit_and_status(stack: Stack) -> None:
     }
     cli = [sys.executable, "-m", "api.cli"]
     out = subprocess.run(
-        [*cli, "submit", uri, "--project", project, "--ratios", "1:1,2:1", "--wait"],
+        [*cli, "submit", uri, "--project", project, "--ratios", "1:1,2:1", "--json"],
         env=env,
         capture_output=True,
         text=True,

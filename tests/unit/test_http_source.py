@@ -238,9 +238,17 @@ def test_precheck_messages_say_what_is_wrong() -> None:
             precheck_source_url(url, source_settings())
 
 
-def test_a_bad_allow_list_is_a_refusal_not_a_crash() -> None:
+def test_a_bad_allow_list_stops_the_process_at_start() -> None:
+    with pytest.raises(ValueError, match="'not-a-network' is not a network"):
+        source_settings(["not-a-network"])
+
+
+def test_a_bad_allow_list_that_got_past_settings_is_a_refusal_not_a_crash() -> None:
+    settings = Settings.model_construct(
+        **{**Settings().model_dump(), "source_allowed_cidrs": ["not-a-network"]}
+    )
     with pytest.raises(SourceRefused, match="CROPQ_SOURCE_ALLOWED_CIDRS"):
-        precheck_source_url("https://img.example/", source_settings(["not-a-network"]))
+        precheck_source_url("https://img.example/", settings)
 
 
 def test_error_codes() -> None:

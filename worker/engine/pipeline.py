@@ -21,7 +21,7 @@ from worker.engine.features import saliency
 from worker.engine.hints import detector_for_hint
 from worker.engine.ratios import AUTO_CANDIDATES, AspectRatio, parse_ratio, parse_ratios
 from worker.engine.scoring import Scene, Target, Window
-from worker.engine.types import CropResult, CropSuggestion, Rect
+from worker.engine.types import CropResult, CropSuggestion, Detected, Rect
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,27 @@ def _crop(
         for hint, boxes in analysis.hinted.items()
         if any(_inside(b, c.rect, decoded.width, decoded.height) for b in boxes for c in croppings)
     ]
-    return CropResult(decoded.width, decoded.height, croppings, matched)
+    return CropResult(
+        decoded.width, decoded.height, croppings, matched, detections(analysis, decoded.width, decoded.height)
+    )
+
+
+def detections(analysis: Analysis, width: int, height: int) -> list[Detected]:
+    """What the analysis found, in pixels of the displayed image: faces, people, other objects, then each
+    hint's own objects (a hint naming faces or people repeats those boxes under the hint's name)."""
+
+    def pixels(b: Box, kind: str, label: str) -> Detected:
+        x0, y0 = round(max(0.0, b.x0) * width), round(max(0.0, b.y0) * height)
+        x1, y1 = round(min(1.0, b.x1) * width), round(min(1.0, b.y1) * height)
+        rect = Rect(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+        return Detected(kind, label, rect, round(min(1.0, max(0.0, float(b.score))), 4))
+
+    found = [pixels(b, "face", "face") for b in analysis.faces]
+    found += [pixels(b, "person", "person") for b in analysis.persons]
+    found += [pixels(b, "object", b.label) for b in analysis.objects]
+    for hint, boxes in analysis.hinted.items():
+        found += [pixels(b, "hint", hint) for b in boxes]
+    return found
 
 
 def _auto(best_for: Callable[[AspectRatio], Window]) -> tuple[AspectRatio, Window]:

@@ -39,8 +39,19 @@ class CropSuggestion:
 
 
 @dataclass(frozen=True, slots=True)
+class Detected:
+    """Something the engine found and weighed, in pixels of the displayed image."""
+
+    kind: str  # "face", "person", "object" or "hint"
+    label: str  # "face", "person", a COCO class, or the hint as given
+    rect: Rect
+    confidence: float  # in [0, 1]
+
+
+@dataclass(frozen=True, slots=True)
 class CropResult:
     width: int  # displayed size of the source image
     height: int
     croppings: list[CropSuggestion]
     matched_hints: list[str] = field(default_factory=list)
+    detections: list[Detected] = field(default_factory=list)
