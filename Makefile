@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-engine bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
+.PHONY: install run test lint format typecheck unit bench bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: install
 
 bench-engine: install
 	$(BIN)/python bench/engine_bench.py
+
+## Rendered crops: cost per output against Pillow's and libvips' own crop + resize + encode (12 and 24 MP).
+bench-render: install
+	$(BIN)/python bench/render_bench.py
 
 bench-memory: install
 	$(BIN)/python bench/memory_bench.py

@@ -31,6 +31,20 @@ class EngineConfig:
     """Decode in the sandbox's long-lived decode process (``sandbox.py``: an address-space limit, a CPU
     limit per image, killed at the time limit and replaced after any failure); the workers and ``cropq
     crop`` set this, the library default decodes in-process."""
+    render_time_limit: float = 30.0
+    """Seconds one isolated render may take (wall clock, and CPU through ``RLIMIT_CPU``): the decode, the
+    resize and the encoding of every crop of the image together. Longer than a decode's budget because
+    it does more (five 4096-px outputs of a 100 MP PNG took 18-19 s on one core), and within the
+    job's own time limit (60 s by default)."""
+    render_max_side: int = 4096
+    """Longest side of a rendered output, px (``Render``): a crop larger than this, with no MaxWidth or
+    MaxHeight, is scaled down to it, so a 100 MP source never makes a 100 MP output. Workers take
+    ``CROPQ_RENDER_MAX_SIDE``."""
+    render_max_output_bytes: int = 128 * 1024 * 1024
+    """The encoded outputs of one render together (up to five) may come to at most this many bytes. Five
+    4096-px PNGs of a detailed photo are about 5 x 25 MB; a noise image that would make 5 x 67 MB PNGs
+    is refused (ImageTooLarge) instead of filling the worker and the bucket. The decode server's answer
+    is capped by it too (``decode_server.render_body_cap``)."""
     analysis_long_side: int = 160
     """Feature maps and window search run on a copy whose long side is at most this many pixels (human
     fixations spread over ~3% of the long side, so finer maps add cost, not accuracy)."""

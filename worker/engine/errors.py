@@ -34,3 +34,9 @@ class ImageTooComplex(CropError):
     real encoders write, or a decode that outlived its time budget."""
 
     code = "InvalidArgument.ImageTooComplex"
+
+
+class UnsupportedRenderFormat(CropError):
+    """A render asked for an output format this installation cannot write (AVIF without an encoder)."""
+
+    code = "InvalidArgument.RenderFormat"

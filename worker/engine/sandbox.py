@@ -12,6 +12,9 @@ per process with ``subprocess`` (Celery's prefork children are daemonic and may 
 - a wall-clock deadline kept here, after which it is SIGKILLed (a decoder blocked, or starved of CPU,
   uses no CPU time).
 Only the small analysis copy (long side 320-640 px) comes back, as raw pixels (never a pickle).
+A render (:mod:`worker.engine.render`: decode, resize and encode every crop of one image) runs there
+too, under the same limits and one time budget for all of it; its encoded images come back as a
+checked list of bytes, capped by the render's output limit.
 
 Why a server rather than a fork per image: forking the worker child (300-450 MB with onnxruntime and
 the models) cost 14 ms per image on a quiet machine and up to 4x the decode under load; forking a small
@@ -35,17 +38,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from worker.engine import decode_server as wire
 from worker.engine.config import EngineConfig
 from worker.engine.decode import Decoded
 from worker.engine.errors import CropError, ImageTooComplex, UnsupportedImage
+from worker.engine.render import RenderedImage, RenderFn, RenderOptions
+from worker.engine.types import Rect
 
 last_child_peak_rss: int = 0
-"""Peak RSS in bytes of the decode server during the last sandboxed decode (``VmHWM`` reset before each
-image; the kernel's ``wait4`` figure when the image killed it): what the hostile-image benchmark
-reports."""
+"""Peak RSS in bytes of the decode server during the last sandboxed decode or render (``VmHWM`` reset
+before each image; the kernel's ``wait4`` figure when the image killed it): what the hostile-image and
+render benchmarks report."""
 
 _START_TIMEOUT = 60.0
 """Seconds the server may take to import numpy, Pillow and OpenCV and warm up (about 0.3 s)."""
@@ -95,6 +101,15 @@ class _Server:
                     pipe.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    seconds: float
+    """Wall-clock deadline here, CPU limit (``RLIMIT_CPU``) there."""
+    max_body: int
+    activity: str
+    """What the image was doing, for the errors ("Decoding the image")."""
+
+
 class SandboxError(RuntimeError):
     """The sandbox itself failed (not the image): the caller's ordinary error handling applies."""
 
@@ -103,7 +118,7 @@ _lock = threading.Lock()
 _server: _Server | None = None
 
 
-def _reference(fn: Callable[..., Decoded]) -> str:
+def _reference(fn: Callable[..., object]) -> str:
     name = getattr(fn, "__qualname__", "")
     if "<" in name or not name:
         raise ValueError(f"run_isolated needs a module-level function, not {fn!r}")
@@ -156,27 +171,24 @@ def _close() -> None:
         _drop()
 
 
-def _exchange(server: _Server, meta: bytes, data: bytes, config: EngineConfig) -> bytearray:
+def _exchange(server: _Server, meta: bytes, data: bytes, limits: _Limits) -> bytearray:
     """Send one request and return the body; raises the image's error when the server died of it."""
     global last_child_peak_rss
     wire.write_all(server.inp, wire.REQUEST.pack(len(meta), len(data)), meta, data)
-    deadline = time.monotonic() + config.decode_time_limit
+    deadline = time.monotonic() + limits.seconds
+    late = f"{limits.activity} took longer than its time budget ({limits.seconds:g} s)"
     try:
         head = _read(server.out, wire.REPLY.size, deadline)
         if head is None:
-            raise ImageTooComplex(
-                f"Decoding the image took longer than its time budget ({config.decode_time_limit:g} s)"
-            )
+            raise ImageTooComplex(late)
         flags, peak, size = wire.REPLY.unpack(head)
-        if size > wire.MAX_BODY:
+        if size > limits.max_body:
             raise UnsupportedImage("The decoder answered with a malformed result")
         body = _read(server.out, size, deadline)
     except _Ended:
-        raise _death(_drop(), config) from None
+        raise _death(_drop(), limits) from None
     if body is None:
-        raise ImageTooComplex(
-            f"Decoding the image took longer than its time budget ({config.decode_time_limit:g} s)"
-        )
+        raise ImageTooComplex(late)
     if flags & wire.RETIRING:
         _drop()
     last_child_peak_rss = peak  # this image's peak (the lifetime peak that _drop noted is not)
@@ -196,8 +208,42 @@ def run_isolated(
     crashes the server :class:`UnsupportedImage`. Whatever happens here (even the caller's own time
     limit interrupting the wait) a server in an unknown state is killed, never reused.
     """
+    limits = _Limits(config.decode_time_limit, wire.MAX_BODY, "Decoding the image")
+    body = _call(fn, (long_side,), data, config, limits)
+    result = wire.parse_body(body)
+    if isinstance(result, CropError):
+        raise result
+    if not isinstance(result, Decoded):  # a render's answer to a decode: the server is not to be trusted
+        raise UnsupportedImage("The decoder answered with a malformed result")
+    return result
+
+
+def run_render_isolated(
+    fn: RenderFn,
+    data: bytes,
+    config: EngineConfig,
+    rects: Sequence[Rect],
+    options: RenderOptions,
+) -> list[RenderedImage]:
+    """``fn(data, config, rects, options)`` (a render: decode, resize and encode every crop) in the decode
+    server, under the same memory limit, one time budget (``render_time_limit``) for all of it, and the
+    same errors as :func:`run_isolated`; the encoded images, checked, or the engine error it raised."""
+    limits = _Limits(config.render_time_limit, wire.render_body_cap(config), "Rendering the image")
+    body = _call(fn, (tuple(rects), options), data, config, limits)
+    result = wire.parse_body(body)
+    if isinstance(result, CropError):
+        raise result
+    if not isinstance(result, list):
+        raise UnsupportedImage("The renderer answered with a malformed result")
+    return result
+
+
+def _call(
+    fn: Callable[..., object], args: tuple[object, ...], data: bytes, config: EngineConfig, limits: _Limits
+) -> bytearray:
+    """One request to this process's decode server (started, or replaced, as needed): its body."""
     global _server
-    meta = pickle.dumps((_reference(fn), config, long_side), protocol=pickle.HIGHEST_PROTOCOL)
+    meta = pickle.dumps((_reference(fn), config, args, limits.seconds), protocol=pickle.HIGHEST_PROTOCOL)
     with _lock:
         server = _server
         if (
@@ -214,7 +260,7 @@ def run_isolated(
                 server.wait_ready()
             except _Ended:
                 raise SandboxError("The decode process did not start") from None
-            body = _exchange(server, meta, data, config)
+            body = _exchange(server, meta, data, limits)
             done = True
         finally:
             if not done:
@@ -222,20 +268,15 @@ def run_isolated(
             if _server is None:  # dropped: its successor starts now, ready by the next image
                 with contextlib.suppress(Exception):
                     _server = _Server(config.decode_memory_bytes)
-    result = wire.parse_body(body)
-    if isinstance(result, CropError):
-        raise result
-    return result
+    return body
 
 
-def _death(wait_status: int, config: EngineConfig) -> CropError:
+def _death(wait_status: int, limits: _Limits) -> CropError:
     """The error for a server that died without answering."""
     if os.WIFSIGNALED(wait_status):
         sig = os.WTERMSIG(wait_status)
         if sig in (signal.SIGXCPU, signal.SIGKILL):
-            return ImageTooComplex(
-                f"Decoding the image used more than its CPU budget ({config.decode_time_limit:g} s)"
-            )
+            return ImageTooComplex(f"{limits.activity} used more than its CPU budget ({limits.seconds:g} s)")
         try:
             name = signal.Signals(sig).name
         except ValueError:

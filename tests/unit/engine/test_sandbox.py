@@ -23,6 +23,8 @@ from worker.engine import decode_server, sandbox
 from worker.engine.config import EngineConfig
 from worker.engine.decode import Decoded, decode, decode_in_process
 from worker.engine.errors import ImageTooComplex, ImageTooLarge, UnsupportedImage
+from worker.engine.render import RenderedImage, RenderOptions
+from worker.engine.types import Rect
 
 ROOT = Path(__file__).resolve().parents[3]
 ISOLATED = dataclasses.replace(EngineConfig(), decode_isolated=True, decode_memory_bytes=640 << 20)
@@ -206,3 +208,96 @@ def test_a_malformed_answer_is_refused_field_by_field() -> None:
 def test_only_module_level_functions_can_be_sent() -> None:
     with pytest.raises(ValueError, match="module-level"):
         sandbox.run_isolated(lambda d, c, s: _info(1), b"", SMALL)
+
+
+# --- renders: the second kind of request and of answer ------------------------------------------------
+
+_JPEG_BYTES = b"\xff\xd8\xff\xe0" + bytes(20)
+
+
+def _rendered(width: int = 40, height: int = 30) -> RenderedImage:
+    return RenderedImage(_JPEG_BYTES, width, height, "jpeg", "image/jpeg")
+
+
+def _slow_render(
+    data: bytes, config: EngineConfig, rects: tuple[Rect, ...], options: RenderOptions
+) -> list[RenderedImage]:
+    time.sleep(1.0)  # longer than a decode's budget here, well within a render's
+    return [_rendered(r.width, r.height) for r in rects]
+
+
+def _spin_render(
+    data: bytes, config: EngineConfig, rects: tuple[Rect, ...], options: RenderOptions
+) -> list[RenderedImage]:
+    while True:
+        pass
+
+
+def _decoded_for_a_render(
+    data: bytes, config: EngineConfig, rects: tuple[Rect, ...], options: RenderOptions
+) -> object:
+    return _info(1)
+
+
+def _rendered_for_a_decode(data: bytes, config: EngineConfig, long_side: int | None) -> object:
+    return [_rendered()]
+
+
+def test_a_render_runs_under_its_own_time_budget_and_is_killed_past_it() -> None:
+    config = dataclasses.replace(SMALL, render_time_limit=5.0)  # decodes here get 0.5 s
+    rects = [Rect(0, 0, 40, 30), Rect(0, 0, 10, 10)]
+    out = sandbox.run_render_isolated(_slow_render, b"", config, rects, RenderOptions())
+    assert [(r.width, r.height, r.data) for r in out] == [(40, 30, _JPEG_BYTES), (10, 10, _JPEG_BYTES)]
+    before = _server_pid()
+    with pytest.raises(ImageTooComplex, match="Rendering the image"):
+        sandbox.run_render_isolated(
+            _spin_render, b"", dataclasses.replace(SMALL, render_time_limit=0.5), rects, RenderOptions()
+        )
+    assert _server_pid() != before
+
+
+def test_each_request_accepts_only_its_own_kind_of_answer() -> None:
+    with pytest.raises(UnsupportedImage, match="malformed"):
+        sandbox.run_render_isolated(
+            _decoded_for_a_render,  # type: ignore[arg-type]
+            b"",
+            SMALL,
+            [Rect(0, 0, 1, 1)],
+            RenderOptions(),
+        )
+    with pytest.raises(UnsupportedImage, match="malformed"):
+        sandbox.run_isolated(_rendered_for_a_decode, b"", SMALL)  # type: ignore[arg-type]
+
+
+def test_a_malformed_rendered_answer_is_refused_field_by_field() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(8)
+    webp = b"RIFF\x10\x00\x00\x00WEBPVP8 "
+    images = [
+        _rendered(),
+        RenderedImage(png, 5, 6, "png", "image/png"),
+        RenderedImage(webp, 7, 8, "webp", "x"),
+    ]
+    good = decode_server.encode_rendered(images)
+    parsed = decode_server.parse_body(bytearray(good))
+    assert isinstance(parsed, list) and [(i.format, i.width, i.data) for i in parsed] == [
+        ("jpeg", 40, _JPEG_BYTES),
+        ("png", 5, png),
+        ("webp", 7, webp),
+    ]
+    assert parsed[2].media_type == "image/webp"  # from the format, never from the server
+    header = 2 + 13 * 3
+    bad_bodies = [
+        good[:-1],  # a length that does not add up
+        good + b"x",
+        good[:1] + b"\x00" + good[2:],  # no images
+        good[:1] + b"\x09" + good[2:],  # more than a render makes
+        good[:10] + b"\x09" + good[11:],  # format index 9
+        good[:header] + b"\x00" + good[header + 1 :],  # the JPEG does not start as a JPEG
+        decode_server.encode_rendered([_rendered(0, 5)]),  # an empty side
+        decode_server.encode_rendered([_rendered(decode_server.MAX_SIDE + 1, 5)]),
+        b"R",
+    ]
+    for bad in bad_bodies:
+        assert isinstance(decode_server.parse_body(bytearray(bad)), UnsupportedImage)
+    assert decode_server.render_body_cap(EngineConfig()) > decode_server.MAX_BODY  # larger, and bounded
+    assert decode_server.render_body_cap(EngineConfig()) < EngineConfig().render_max_output_bytes + 1024
