@@ -40,11 +40,21 @@ def crop(
         str | None, typer.Option(help="Object to keep, e.g. face, person, dog, car, text, 人脸, 猫.")
     ] = None,
     preview: Annotated[Path | None, typer.Option(help="Write a PNG per image with the crops drawn.")] = None,
+    render_dir: Annotated[
+        Path | None, typer.Option(help="Write each crop, resized and encoded, into this folder.")
+    ] = None,
+    render_format: Annotated[str, typer.Option("--format", help="jpeg, webp, png or avif.")] = "jpeg",
+    quality: Annotated[int, typer.Option(help="Encoder quality of rendered crops.")] = 82,
+    max_side: Annotated[
+        int | None, typer.Option(help="Longest side of a rendered crop (never upscaled).")
+    ] = None,
 ) -> None:
     """Crop local images with the engine alone; one JSON line per image on stdout."""
     from worker.crop_cli import run_crop_cli
 
-    raise typer.Exit(run_crop_cli(images, ratios, hint, preview))
+    raise typer.Exit(
+        run_crop_cli(images, ratios, hint, preview, render_dir, render_format, quality, max_side)
+    )
 
 
 @app.command()

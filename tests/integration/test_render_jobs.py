@@ -240,6 +240,9 @@ def test_multipart_upload_job(stack: Stack) -> None:
         assert job["SourceURI"].endswith(f"/{project}/{rid}/holiday.jpg")
         assert job["Croppings"][0]["Output"]["URI"] == f"oss://{out}/holiday_4x3.webp"
         assert c.get(f"/v1/projects/{project}/crop-jobs/{rid}/source").content == image
+        # Uploads expire by themselves (the bucket's lifecycle rule, CROPQ_UPLOAD_RETENTION_DAYS).
+        lifecycle = stack.s3.client().get_bucket_lifecycle("cropq-uploads")
+        assert lifecycle is not None and [r.expiration.days for r in lifecycle.rules] == [1]
         # Not an image, no image part, a SourceURI in the Job part: clear 400s.
         for files in (
             {"Image": ("x.jpg", b"hello", "image/jpeg"), "Job": (None, "{}")},
