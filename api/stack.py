@@ -32,6 +32,8 @@ from worker.settings import Settings
 
 DEMO_PROJECT = "demo"
 DEMO_BUCKET = "demo"
+DEMO_THUMBS = "demo-thumbs"
+"""Where the demo project may write rendered crops (its WritableBuckets)."""
 
 
 def _say(text: str = "") -> None:
@@ -160,15 +162,19 @@ def _prepare_demo(url: str, key: dict[str, Any], settings: Settings) -> None:
         secret_key=settings.s3_secret_key.get_secret_value(),
         secure=settings.s3_secure,
     )
-    if not s3.bucket_exists(DEMO_BUCKET):
-        s3.make_bucket(DEMO_BUCKET)
+    for bucket in (DEMO_BUCKET, DEMO_THUMBS):
+        if not s3.bucket_exists(bucket):
+            s3.make_bucket(bucket)
     import io
 
     data = _sample_jpeg()
     s3.put_object(DEMO_BUCKET, "sample.jpg", io.BytesIO(data), len(data), content_type="image/jpeg")
     auth = {"Authorization": f"Bearer {key['AccessKeyId']}:{key['AccessKeySecret']}"}
     httpx.put(
-        f"{url}/v1/projects/{DEMO_PROJECT}", json={"Buckets": [DEMO_BUCKET]}, headers=auth, timeout=10
+        f"{url}/v1/projects/{DEMO_PROJECT}",
+        json={"Buckets": [DEMO_BUCKET], "WritableBuckets": [DEMO_THUMBS]},
+        headers=auth,
+        timeout=10,
     ).raise_for_status()
 
 
@@ -196,6 +202,10 @@ def _banner(url: str, s: Settings, key: dict[str, Any] | None, workers: int, dat
             f"-H 'Authorization: Bearer {auth}'"
         )
         _say(f"  Upload your own: cropq upload photo.jpg --bucket {DEMO_BUCKET}")
+        _say(
+            f"  Or open {url}/ui (project {DEMO_PROJECT}; render target "
+            f"oss://{DEMO_THUMBS}/{{Stem}}/{{Ratio}}.webp)"
+        )
     _say("Press Ctrl-C to stop.")
 
 
