@@ -15,8 +15,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from skimage import data as skimage_data
 
 from tests.conftest import Stack
 from tests.integration.helpers import jpeg
+from tests.security.signatures_support import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]  # the first test may install Chromium
 
@@ -80,15 +79,7 @@ def ui(make_stack: Any) -> UiSetup:
         body = {"Buckets": [bucket], "WritableBuckets": [out_bucket]}
         c.put(f"/v1/projects/{project}", json=body).raise_for_status()
     # A key of this project only, as a user would paste it.
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "create", "--project", project, "--json"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = json.loads(out.stdout)
-    return UiSetup(stack, project, bucket, out_bucket, key["AccessKeyId"], key["AccessKeySecret"])
+    return UiSetup(stack, project, bucket, out_bucket, *new_key(stack, project))
 
 
 # ---------------------------------------------------------------- driving the page

@@ -204,9 +204,8 @@ def _decode_errors() -> Iterator[None]:
         raise UnsupportedImage(f"The image cannot be decoded (corrupt or truncated): {exc}") from None
 
 
-def _open_checked(data: bytes, config: EngineConfig, long_side: int | None) -> tuple[Image.Image, int]:
-    """Open the header and refuse, before any pixel is decoded, what the format allow-list, the pixel cap,
-    the JPEG scan limit or the decode memory budget forbid. Returns the image and the working long side."""
+def open_header(data: bytes, config: EngineConfig) -> Image.Image:
+    """Open the header and refuse what the format allow-list or the pixel cap forbid (no pixel decoded)."""
     if not data:
         raise UnsupportedImage("The image is empty (0 bytes)")
     im = Image.open(io.BytesIO(data), formats=_open_formats())
@@ -218,6 +217,14 @@ def _open_checked(data: bytes, config: EngineConfig, long_side: int | None) -> t
         raise ImageTooLarge(
             f"The image has {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
         )
+    return im
+
+
+def _open_checked(data: bytes, config: EngineConfig, long_side: int | None) -> tuple[Image.Image, int]:
+    """Open the header and refuse, before any pixel is decoded, what the format allow-list, the pixel cap,
+    the JPEG scan limit or the decode memory budget forbid. Returns the image and the working long side."""
+    im = open_header(data, config)
+    width, height = im.size
     if long_side is None:
         long_side = working_long_side(width * height, config)
     fmt = im.format or ""

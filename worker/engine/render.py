@@ -66,7 +66,7 @@ from worker.engine.config import EngineConfig
 
 # decode.py's own helpers, so that a render opens, orients and refuses images exactly as the analysis
 # decode does (the rectangles it renders are in that decode's coordinates).
-from worker.engine.decode import _TRANSPOSE, _decode_errors, _depalette, _open_formats, _orientation
+from worker.engine.decode import _TRANSPOSE, _decode_errors, _depalette, _orientation, open_header
 from worker.engine.errors import ImageTooLarge, UnsupportedImage, UnsupportedRenderFormat
 from worker.engine.render_formats import MEDIA_TYPES, pillow_heif_avif, supported_formats
 from worker.engine.types import Rect
@@ -186,18 +186,8 @@ def _check_request(rects: Sequence[Rect], options: RenderOptions) -> None:
 
 def _open(data: bytes, config: EngineConfig) -> tuple[Image.Image, _Header]:
     """Open the header and refuse what the format allow-list or the pixel cap forbid (no pixel decoded)."""
-    if not data:
-        raise UnsupportedImage("The image is empty (0 bytes)")
-    im = Image.open(io.BytesIO(data), formats=_open_formats())
-    preflight.refuse_format(im.format)
-    width, height = im.size
-    if width <= 0 or height <= 0:
-        raise UnsupportedImage("The image header announces an empty image")
-    if width * height > config.max_pixels:
-        raise ImageTooLarge(
-            f"The image has {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
-        )
-    return im, _Header(im.format or "", im.mode, (width, height), "transparency" in im.info)
+    im = open_header(data, config)
+    return im, _Header(im.format or "", im.mode, im.size, "transparency" in im.info)
 
 
 def _header_orientation(im: Image.Image) -> int | None:
