@@ -121,7 +121,7 @@ def parse_source(uri: str | None, settings: Settings | None) -> tuple[str, str, 
         try:
             precheck_source_url(uri, settings)
         except SourceRefused as e:
-            raise invalid_argument(str(e)) from None
+            raise invalid_argument(f"SourceURI: {e}") from None
         return "", "", uri
     bucket, key = parse_source_uri(uri)
     return bucket, key, None

@@ -31,8 +31,9 @@ def stack(make_stack: Any) -> Stack:
 
 @pytest.fixture(scope="module")
 def default_stack(make_stack: Any) -> Stack:
-    """The default source policy: no private or loopback address, no plain http."""
-    s: Stack = make_stack(workers=0)
+    """The default source policy (no private or loopback address, no plain http), and a small upload cap;
+    no workers: everything it is asked is refused at the API."""
+    s: Stack = make_stack(workers=0, max_upload_bytes="20000")
     return s
 
 
@@ -258,10 +259,9 @@ def test_multipart_upload_job(stack: Stack) -> None:
         assert c.get(f"/v1/projects/{other}/crop-jobs/{rid}/source").status_code == 404
 
 
-def test_upload_larger_than_the_cap_is_413(make_stack: Any) -> None:
-    small: Stack = make_stack(workers=0, max_upload_bytes="20000")
-    project, _ = small.project()
-    with small.http() as c:
+def test_upload_larger_than_the_cap_is_413(default_stack: Stack) -> None:
+    project, _ = default_stack.project()
+    with default_stack.http() as c:
         r = c.post(
             f"/v1/projects/{project}/crop-jobs",
             files={"Image": ("big.jpg", photo(1200, 900), "image/jpeg"), "Job": (None, "{}")},
