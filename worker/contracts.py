@@ -25,10 +25,12 @@ class JobStatus(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        """A terminal state: nothing changes the job any more (a run that meets it stores nothing)."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class Point(BaseModel):
@@ -153,6 +155,8 @@ class Job(BaseModel):
     RequestId: str
     ProjectName: str
     Status: JobStatus
+    BatchId: str | None = None
+    """The prefix batch that made the job, if any."""
     SourceURI: str
     AspectRatios: list[str]
     InclusionHints: list[str] = Field(default_factory=list)
@@ -188,9 +192,56 @@ class CropTaskMessage(BaseModel):
     Render: RenderSpec | None = None
 
 
+class BatchStatus(StrEnum):
+    LISTING = "Listing"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    PARTIALLY_FAILED = "PartiallyFailed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (BatchStatus.SUCCEEDED, BatchStatus.PARTIALLY_FAILED, BatchStatus.CANCELLED)
+
+
+class Batch(BaseModel):
+    """A prefix batch as answered by ``GET .../crop-batches/{BatchId}`` (and sent in its callback)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    BatchId: str
+    ProjectName: str
+    Status: BatchStatus
+    SourcePrefix: str
+    Suffixes: list[str] = Field(default_factory=list)
+    AspectRatios: list[str]
+    InclusionHints: list[str] = Field(default_factory=list)
+    Render: RenderSpec | None = None
+    ManifestURI: str | None = None
+    CallbackURL: str | None = None
+    UserData: str | None = None
+    Total: int = 0
+    """Objects listed so far; final once Status is past Listing."""
+    Succeeded: int = 0
+    Failed: int = 0
+    Cancelled: int = 0
+    Pending: int = 0
+    """Total minus the jobs that ended (Succeeded, Failed or Cancelled)."""
+    CreatedAt: str
+    FinishedAt: str | None = None
+
+
 class WebhookEvent(BaseModel):
     """The callback body: Standard Webhooks' ``{type, timestamp, data}``."""
 
-    type: Literal["crop-job.succeeded", "crop-job.failed"]
+    type: Literal["crop-job.succeeded", "crop-job.failed", "crop-job.cancelled"]
     timestamp: str
     data: Job
+
+
+class BatchWebhookEvent(BaseModel):
+    """The batch's one callback, when it ends."""
+
+    type: Literal["crop-batch.finished"] = "crop-batch.finished"
+    timestamp: str
+    data: Batch

@@ -45,6 +45,21 @@ def job_done_channel(request_id: str) -> str:
     return f"{PREFIX}:done:{request_id}"
 
 
+def project_jobs(project: str) -> str:
+    """Sorted set of a project's RequestIds scored by creation time (ms): the job listing's index."""
+    return f"{PREFIX}:project:{project}:jobs"
+
+
+def batch(batch_id: str) -> str:
+    """A prefix batch's record."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_jobs(batch_id: str) -> str:
+    """Sorted set of a batch's RequestIds scored by creation time (ms)."""
+    return f"{PREFIX}:batch:{batch_id}:jobs"
+
+
 def idempotency(project: str, key: str) -> str:
     return f"{PREFIX}:idem:{project}:{key}"
 
