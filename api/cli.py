@@ -1,4 +1,5 @@
-"""The ``cropq`` command: run the service, crop local files, manage access keys, upload images."""
+"""The ``cropq`` command: run the service, crop local files, manage access keys, upload images; submit,
+follow, list and cancel jobs and prefix batches on a running service (:mod:`api.client_cli`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from api.client import CropqClient, CropqError
-from api.job_text import describe_job
+from api.client_cli import register
 
 app = typer.Typer(
     help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
@@ -85,87 +85,6 @@ def upload(
         typer.echo(f"oss://{bucket}/{key}")
 
 
-def _client() -> CropqClient:
-    from worker.settings import get_settings
-
-    s = get_settings()
-    if not s.access_key_id or s.access_key_secret is None:
-        typer.echo("Set CROPQ_ACCESS_KEY_ID and CROPQ_ACCESS_KEY_SECRET (see `cropq keys create`).", err=True)
-        raise typer.Exit(2)
-    url = s.api_url or f"http://{s.api_host}:{s.api_port}"
-    return CropqClient(url, s.access_key_id, s.access_key_secret.get_secret_value())
-
-
-@app.command()
-def submit(
-    source: Annotated[
-        str, typer.Argument(help="A local image FILE (uploaded), or oss://, s3:// or https:// URI.")
-    ],
-    project: Annotated[str, typer.Option(help="Project name.")],
-    ratios: Annotated[str, typer.Option(help="Comma-separated W:H ratios, or 'auto'.")] = "auto",
-    hint: Annotated[str | None, typer.Option(help="Object to keep, e.g. face.")] = None,
-    render: Annotated[
-        str | None,
-        typer.Option(
-            help="Write each crop to this oss://bucket/key template ({RequestId}, {Stem}, {Ratio})."
-        ),
-    ] = None,
-    render_format: Annotated[str, typer.Option("--format", help="jpeg, webp, png or avif.")] = "jpeg",
-    quality: Annotated[int, typer.Option(help="Encoder quality of rendered crops.", min=1, max=100)] = 82,
-    max_width: Annotated[int | None, typer.Option(help="Largest rendered width (never upscaled).")] = None,
-    max_height: Annotated[int | None, typer.Option(help="Largest rendered height (never upscaled).")] = None,
-    callback_url: Annotated[str | None, typer.Option(help="URL that receives the signed result.")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the result (--no-wait prints the RequestId).")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
-) -> None:
-    """Submit a crop job to a running cropq and show its crops (and rendered outputs)."""
-    fields: dict[str, object] = {"CallbackURL": callback_url}
-    if render:
-        spec = {"TargetURI": render, "Format": render_format, "Quality": quality}
-        spec |= {k: v for k, v in (("MaxWidth", max_width), ("MaxHeight", max_height)) if v is not None}
-        fields["Render"] = spec
-    hints = [hint] if hint else None
-    local = Path(source)
-    with _client() as c:
-        try:
-            if "://" not in source:
-                if not local.is_file():
-                    typer.echo(
-                        f"error: {source} is neither a file nor an oss://, s3:// or https:// URI", err=True
-                    )
-                    raise typer.Exit(2)
-                rid = c.submit_file(
-                    project, local.read_bytes(), local.name, ratios.split(","), hints, **fields
-                )
-            else:
-                rid = c.submit(project, source, ratios.split(","), hints, **fields)
-            if not wait:
-                typer.echo(rid)
-                return
-            job = c.wait(project, rid)
-        except CropqError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from None
-    typer.echo(job.model_dump_json(exclude_none=True) if as_json else describe_job(job))
-    raise typer.Exit(0 if job.Status.value == "Succeeded" else 1)
-
-
-@app.command()
-def status(
-    request_id: Annotated[str, typer.Argument(help="RequestId of the job.")],
-    project: Annotated[str, typer.Option(help="Project name.")],
-    wait: Annotated[float, typer.Option(help="Seconds to long-poll for the end.")] = 0,
-) -> None:
-    """Print a job (JSON), optionally waiting for it to end."""
-    with _client() as c:
-        try:
-            job = c.get(project, request_id, wait=wait)
-        except CropqError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from None
-    typer.echo(job.model_dump_json(exclude_none=True))
-
-
 @app.command()
 def config() -> None:
     """List every setting (environment variable, default, description) as a Markdown table."""
@@ -186,6 +105,7 @@ def _mount_keys() -> None:
 
 
 _mount_keys()
+register(app)
 
 
 def main() -> None:

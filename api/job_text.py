@@ -1,8 +1,13 @@
-"""A finished job as a few lines a person reads (``cropq submit`` without ``--json``)."""
+"""Jobs and batches as a person reads them in a terminal (``cropq submit``, ``cropq batch``, ``cropq jobs``):
+plain text for one job or batch, a rich table for a listing."""
 
 from __future__ import annotations
 
-from worker.contracts import Job
+from collections.abc import Iterable
+from datetime import datetime
+
+from cropq_client.models import Batch, Job
+from rich.table import Table
 
 
 def _size(n: int) -> str:
@@ -28,3 +33,53 @@ def describe_job(job: Job) -> str:
         kinds = sorted({d.Label for d in found})
         lines.append(f"  found: {', '.join(kinds)}")
     return "\n".join(lines)
+
+
+def _instant(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f} s"
+
+
+def describe_batch(batch: Batch) -> str:
+    """A batch's summary; the time and rate are the server's (CreatedAt to FinishedAt) once it ended."""
+    lines = [f"{batch.Status.value}  {batch.BatchId}  {batch.SourcePrefix}"]
+    counts = (
+        f"  {batch.Total} images: {batch.Succeeded} succeeded, {batch.Failed} failed, "
+        f"{batch.Cancelled} cancelled, {batch.Pending} pending"
+    )
+    if batch.FinishedAt:
+        seconds = (_instant(batch.FinishedAt) - _instant(batch.CreatedAt)).total_seconds()
+        counts += f" in {_duration(seconds)}"
+        if seconds > 0 and batch.done:
+            counts += f" ({batch.done / seconds:.1f} images/s)"
+    lines.append(counts)
+    if batch.ManifestURI:
+        lines.append(f"  manifest: {batch.ManifestURI}")
+    return "\n".join(lines)
+
+
+def jobs_table(jobs: Iterable[Job]) -> Table:
+    table = Table("RequestId", "Status", "Source", "Ratios", "Created", "Result", box=None, pad_edge=False)
+    for job in jobs:
+        if job.Code:
+            result = job.Code
+        elif job.Croppings is not None:
+            result = f"{len(job.Croppings)} crops"
+        else:
+            result = ""
+        table.add_row(
+            job.RequestId,
+            job.Status.value,
+            job.SourceURI,
+            ",".join(job.AspectRatios),
+            job.CreatedAt.replace("T", " ").rstrip("Z")[:19],
+            result,
+        )
+    return table
