@@ -37,6 +37,7 @@ from worker.engine.errors import CropError
 from worker.engine.ratios import MAX_HINT_LENGTH, hints_from_param, loads_bounded, ratios_from_param, shown
 from worker.engine.render_formats import supported_formats
 from worker.http_source import SourceRefused, precheck_source_url
+from worker.job_index import index_new_job, unindex_ids
 from worker.projects import Project
 from worker.render_targets import TargetError, parse_target
 from worker.sealing import SecretBox
@@ -282,6 +283,8 @@ async def submit_job(
                 if job is not None:
                     log.info("job_idempotent_replay", earlier=str(earlier))
                     return job
+            # The earlier job was deleted (or expired): this one takes the key over.
+            await r.set(idem, request_id, ex=settings.result_ttl_seconds)
 
     job = Job(
         RequestId=request_id,
@@ -299,6 +302,7 @@ async def submit_job(
     async with r.pipeline(transaction=True) as pipe:
         pipe.set(keys.job(request_id), job.model_dump_json(exclude_none=True), ex=settings.result_ttl_seconds)
         pipe.zadd(keys.open_jobs(settings.queue_name), {request_id: time.time()})  # worker/orphans.py
+        index_new_job(pipe, job, settings.result_ttl_seconds)  # the listing (worker/job_index.py)
         await pipe.execute()
     message = CropTaskMessage(
         RequestId=request_id,
@@ -330,8 +334,11 @@ async def submit_job(
 
 async def withdraw(r: aioredis.Redis, settings: Settings, params: JobParams, request_id: str) -> None:
     """Take back a job that is not accepted after all: a worker that meets its message finds no record."""
-    await r.delete(keys.job(request_id))
-    await r.zrem(keys.open_jobs(settings.queue_name), request_id)
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.job(request_id))
+        pipe.zrem(keys.open_jobs(settings.queue_name), request_id)
+        unindex_ids(pipe, params.project, request_id)
+        await pipe.execute()
     if params.idempotency_key:
         await r.delete(keys.idempotency(params.project, params.idempotency_key))
 

@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 
 from api.auth.keystore import AccessKeyStore
 from api.errors import install_error_handlers, new_request_id
+from api.job_lifecycle import sync_redis_client
 from api.limits import BodyLimitMiddleware
 from api.metrics import HTTP_SECONDS
 from api.openapi import install_openapi
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             socket_connect_timeout=REDIS_CONNECT_SECONDS,
             health_check_interval=30,
         )
+        app.state.sync_redis = sync_redis_client(s)  # cancel and delete (worker/job_lifecycle.py)
         app.state.celery = make_celery(s)
         app.state.storage = S3Storage(s)
         app.state.keystore = AccessKeyStore(app.state.redis, s)

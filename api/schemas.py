@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contracts import JobStatus, RenderSpec
+from worker.contracts import Job, JobStatus, RenderSpec
 from worker.engine.ratios import MAX_HINT_LENGTH, MAX_HINTS, MAX_RATIOS
 
 PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
@@ -99,6 +99,23 @@ class SubmitBatchRequest(BaseModel):
 
 class SubmitBatchResponse(BaseModel):
     Jobs: list[SubmitJobResponse]
+
+
+MAX_LIST_RESULTS = 100
+DEFAULT_LIST_RESULTS = 20
+MAX_NEXT_TOKEN_LENGTH = 512
+BATCH_ID_PATTERN = REQUEST_ID_PATTERN
+
+
+class ListJobsResponse(BaseModel):
+    """A page of ``GET .../crop-jobs``: newest first."""
+
+    Jobs: list[Job]
+    NextToken: str | None = Field(
+        None,
+        description="Pass it back as NextToken for the next page; absent on the last page. Opaque, and "
+        "valid only with the same project and filters.",
+    )
 
 
 class ProjectPutRequest(BaseModel):

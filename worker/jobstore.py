@@ -1,8 +1,9 @@
 """Job records in Redis, as the workers read and write them (synchronous redis-py).
 
 A job record is one JSON string under ``cropq:job:<RequestId>`` with the result TTL. Updates use
-optimistic locking (WATCH/MULTI) so a webhook update and a state change never overwrite each other.
-Finishing a job publishes on its channel so long-polls wake at once.
+optimistic locking (WATCH/MULTI) so a webhook update and a state change never overwrite each other, and
+the listing's per-status indexes (worker/job_index.py) move in the same MULTI as the record. Finishing a
+job publishes on its channel so long-polls wake at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from redis.retry import Retry
 
 from worker import keys
 from worker.contracts import Job
+from worker.job_index import index_status_change
 from worker.redis_clients import sync_client
 
 
@@ -50,6 +52,7 @@ class JobStore:
                         return job
                     pipe.multi()
                     pipe.set(key, new.model_dump_json(exclude_none=True), ex=self.ttl)
+                    index_status_change(pipe, new, job.Status, self.ttl)
                     if new.Status.finished and not job.Status.finished:
                         pipe.publish(keys.job_done_channel(request_id), new.Status.value)
                     pipe.execute()

@@ -240,8 +240,10 @@ def _run(
         )
         return
 
-    def running(j: Job) -> Job:
+    def running(j: Job) -> Job | None:
         _fence(j, attempt)
+        if j.Status.finished:
+            return None  # cancelled since it was read above: it must never run
         return j.model_copy(
             update={
                 "Status": JobStatus.RUNNING,
@@ -250,7 +252,9 @@ def _run(
             }
         )
 
-    store.update(rid, running)
+    if store.update(rid, running).Status.finished:
+        log.info("job_already_finished")
+        return
     log.info("job_started", bucket=msg.Bucket, url=msg.SourceURL is not None)
     try:
         data = _fetch_source(msg, settings)

@@ -1,5 +1,5 @@
 """Crop jobs: submit (JSON, or multipart with the image; 202 + RequestId), poll (with long-poll ``?wait=``),
-and read back a job's source image and its rendered outputs."""
+list (newest first, paged), cancel, delete, and read back a job's source image and its rendered outputs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import redis
 import structlog
 from celery import Celery
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -28,6 +29,7 @@ from api.deps import (
     require_project_access,
 )
 from api.errors import ImmError, invalid_argument, not_found, request_id_of, service_unavailable
+from api.job_lifecycle import ListingScope, batch_of_project, list_jobs, token_key
 from api.jobs import (
     JobParams,
     accept_jobs,
@@ -42,7 +44,13 @@ from api.jobs import (
 from api.metrics import JOBS_SUBMITTED
 from api.openapi import error_responses
 from api.schemas import (
+    BATCH_ID_PATTERN,
+    DEFAULT_LIST_RESULTS,
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_LIST_RESULTS,
+    MAX_NEXT_TOKEN_LENGTH,
+    ErrorBody,
+    ListJobsResponse,
     ProjectNamePath,
     RequestIdPath,
     SubmitBatchRequest,
@@ -58,9 +66,13 @@ from api.uploads import (
     sniff_media_type,
     store_upload,
 )
-from worker.contracts import Job
+from worker import keys
+from worker.celery_app import WEBHOOK_TASK
+from worker.contracts import Job, JobStatus
 from worker.engine.ratios import MAX_RATIOS
 from worker.engine.render_formats import MEDIA_TYPES
+from worker.job_lifecycle import INVALID_STATE, JobAlreadyFinished, JobNotFinished, cancel_job, delete_job
+from worker.jobstore import JobNotFound
 from worker.sealing import SecretBox
 from worker.settings import Settings
 from worker.storage import ObjectNotFound, ObjectTooLarge, S3Storage, StorageError
@@ -282,6 +294,138 @@ async def get(
         if job is None:  # expired or withdrawn meanwhile
             raise not_found("job", f"The specified crop job {RequestId!r} is not found.")
     return job
+
+
+@router.get(
+    "",
+    response_model=ListJobsResponse,
+    response_model_exclude_none=True,
+    operation_id="list_crop_jobs",
+    responses=error_responses(),
+)
+async def list_(
+    ProjectName: ProjectNamePath,
+    principal: PrincipalDep,
+    r: RedisDep,
+    settings: SettingsDep,
+    Status: Annotated[JobStatus | None, Query(description="Only the jobs in this state.")] = None,
+    BatchId: Annotated[
+        str | None,
+        Query(pattern=BATCH_ID_PATTERN, max_length=64, description="Only the jobs of this prefix batch."),
+    ] = None,
+    MaxResults: Annotated[
+        int, Query(ge=1, le=MAX_LIST_RESULTS, description="Jobs per page, 1 to 100.")
+    ] = DEFAULT_LIST_RESULTS,
+    NextToken: Annotated[
+        str | None,
+        Query(max_length=MAX_NEXT_TOKEN_LENGTH, description="The previous page's NextToken."),
+    ] = None,
+) -> ListJobsResponse:
+    """The project's jobs, newest first, one page at a time (jobs whose record expired are not listed).
+    Paging from the first page to the last answers every job once, however many are submitted meanwhile
+    (a job whose state changes while a Status-filtered listing pages may be met in neither state)."""
+    require_project_access(principal, ProjectName)
+    if not await r.exists(keys.project(ProjectName)):
+        raise not_found("project")
+    if BatchId is not None:
+        await batch_of_project(r, ProjectName, BatchId)
+    jobs, token = await list_jobs(
+        r,
+        ListingScope(ProjectName, Status, BatchId),
+        MaxResults,
+        NextToken,
+        token_key(settings.secret_key.get_secret_value()),
+    )
+    return ListJobsResponse(Jobs=jobs, NextToken=token)
+
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorBody,
+        "description": "The job is in a state that does not allow this (`InvalidState`).",
+    }
+}
+
+
+def _sync_redis(request: Request) -> redis.Redis:
+    return request.app.state.sync_redis  # type: ignore[no-any-return]
+
+
+@router.post(
+    "/{RequestId}:cancel",
+    response_model=Job,
+    response_model_exclude_none=True,
+    operation_id="cancel_crop_job",
+    responses={**error_responses(), **_CONFLICT},
+)
+async def cancel(
+    ProjectName: ProjectNamePath,
+    RequestId: RequestIdPath,
+    request: Request,
+    principal: PrincipalDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+) -> Job:
+    """Cancel a Queued or Running job: a queued job never runs, a running job's result is discarded, and
+    the job ends ``Cancelled`` (its callback, ``crop-job.cancelled``, is sent). A finished job is a 409
+    ``InvalidState``. See docs/job-states.md."""
+    require_project_access(principal, ProjectName)
+
+    def send_callback(rid: str) -> None:
+        celery.send_task(WEBHOOK_TASK, args=[rid])
+
+    try:
+        return await run_in_threadpool(
+            cancel_job,
+            _sync_redis(request),
+            RequestId,
+            settings.queue_name,
+            project=ProjectName,
+            ttl_seconds=settings.result_ttl_seconds,
+            send_callback=send_callback,
+        )
+    except JobNotFound:
+        raise not_found("job", f"The specified crop job {RequestId!r} is not found.") from None
+    except JobAlreadyFinished as e:
+        raise ImmError(
+            409,
+            INVALID_STATE,
+            f"The crop job {RequestId!r} already ended {e.job.Status.value}; only a Queued or Running job "
+            "can be cancelled.",
+        ) from None
+
+
+@router.delete(
+    "/{RequestId}",
+    status_code=204,
+    response_class=Response,
+    operation_id="delete_crop_job",
+    responses={**error_responses(), **_CONFLICT},
+)
+async def delete(
+    ProjectName: ProjectNamePath,
+    RequestId: RequestIdPath,
+    request: Request,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> Response:
+    """Remove a finished job's record (and its place in the listing). An unfinished job is a 409
+    ``InvalidState``: cancel it first."""
+    require_project_access(principal, ProjectName)
+    try:
+        await run_in_threadpool(
+            delete_job, _sync_redis(request), RequestId, settings.queue_name, project=ProjectName
+        )
+    except JobNotFound:
+        raise not_found("job", f"The specified crop job {RequestId!r} is not found.") from None
+    except JobNotFinished as e:
+        raise ImmError(
+            409,
+            INVALID_STATE,
+            f"The crop job {RequestId!r} is still {e.job.Status.value}; only a finished job can be "
+            "deleted (cancel it first).",
+        ) from None
+    return Response(status_code=204)
 
 
 async def _own_job(r: Redis, project: str, request_id: str) -> Job:

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import redis
@@ -53,10 +53,18 @@ def retry_delay(base: float, retry_after: float | None = None, rng: random.Rando
     return delay
 
 
+EVENT_TYPES: dict[JobStatus, Literal["crop-job.succeeded", "crop-job.failed", "crop-job.cancelled"]] = {
+    JobStatus.SUCCEEDED: "crop-job.succeeded",
+    JobStatus.FAILED: "crop-job.failed",
+    JobStatus.CANCELLED: "crop-job.cancelled",
+}
+"""The event type of each finished state (only finished jobs are ever delivered)."""
+
+
 def build_body(job: Job) -> bytes:
     """The event bytes, identical on every attempt: the job without its delivery bookkeeping."""
     event = WebhookEvent(
-        type="crop-job.succeeded" if job.Status is JobStatus.SUCCEEDED else "crop-job.failed",
+        type=EVENT_TYPES.get(job.Status, "crop-job.failed"),
         timestamp=job.FinishedAt or utcnow_iso(),
         data=job.model_copy(update={"Callback": None}),
     )
