@@ -305,16 +305,19 @@ def start_worker(
     log_path: Path,
     prefix: Sequence[str] = (),
 ) -> WorkerProcess:
-    """A crop worker consuming ``queue`` plus a callback worker consuming its webhook queue, as two
-    processes: a receiver that answers slowly holds a callback child, never a crop child. The callback
-    worker's node name (``webhooks-<name>``) keeps it out of the crop workers' heartbeat count.
+    """A crop worker consuming ``queue`` (then its batch queue) plus a callback worker consuming its webhook
+    queue, as two processes: a receiver that answers slowly holds a callback child, never a crop child. The
+    callback worker's node name (``webhooks-<name>``) keeps it out of the crop workers' heartbeat count.
     ``prefix`` runs both under a launcher (``ip netns exec <host>`` puts them on a test host)."""
+    from worker.celery_app import batch_queue
     from worker.settings import Settings
     from worker.webhooks import webhook_queue
 
     hooks = int(env.get("CROPQ_WEBHOOK_CONCURRENCY") or Settings.model_fields["webhook_concurrency"].default)
+    # The crop queue first: in kombu's priority order a batch job is taken only when no interactive one waits.
+    queues = f"{queue},{batch_queue(queue)}"
     worker = WorkerProcess(
-        f"worker {name}", _celery_worker_argv(queue, name, concurrency, prefix), log_path, env=env
+        f"worker {name}", _celery_worker_argv(queues, name, concurrency, prefix), log_path, env=env
     )
     worker.webhooks = ManagedProcess(
         f"webhooks {name}",

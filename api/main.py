@@ -22,7 +22,7 @@ from api.job_lifecycle import sync_redis_client
 from api.limits import BodyLimitMiddleware
 from api.metrics import HTTP_SECONDS
 from api.openapi import install_openapi
-from api.routes import health, jobs, projects, rpc, ui
+from api.routes import batches, health, jobs, projects, rpc, ui
 from api.uploads import body_limit
 from worker.celery_app import make_celery
 from worker.logs import configure_logging
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(projects.router)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(rpc.router)
     app.include_router(ui.router)
     install_openapi(app)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contracts import Job, JobStatus, RenderSpec
+from worker.contracts import BatchStatus, Job, JobStatus, RenderSpec
 from worker.engine.ratios import MAX_HINT_LENGTH, MAX_HINTS, MAX_RATIOS
 
 PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
@@ -152,3 +152,74 @@ class ErrorBody(BaseModel):
     Code: str = Field(description='e.g. "InvalidArgument", "Forbidden", "ResourceNotFound", "Throttling".')
     Message: str
     Recommend: str
+
+
+# --- prefix batches (POST/GET .../crop-batches) ---
+MAX_SUFFIXES = 20
+MAX_SUFFIX_LENGTH = 16
+
+BatchIdPath = Annotated[
+    str, Path(pattern=REQUEST_ID_PATTERN, max_length=64, description="The BatchId that submit answered.")
+]
+
+
+class SubmitPrefixBatchRequest(BaseModel):
+    """A crop job for every object under a prefix (the job fields apply to each)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    SourcePrefix: str = Field(
+        max_length=MAX_SOURCE_URI_BYTES,
+        json_schema_extra={"examples": ["oss://photos/products/"]},
+        description="oss://bucket/prefix (or s3://) in a bucket of the project; every object whose key "
+        "starts with the prefix (and ends with one of Suffixes) gets a job. oss://bucket/ takes the whole "
+        "bucket.",
+    )
+    Suffixes: list[Annotated[str, Field(max_length=MAX_SUFFIX_LENGTH)]] | None = Field(
+        None,
+        max_length=MAX_SUFFIXES,
+        description='Up to 20 key endings such as ".jpg", compared case-insensitively; none: every object '
+        "(folder markers, keys ending in '/', are skipped).",
+    )
+    AspectRatios: (
+        Annotated[list[Annotated[str, Field(max_length=16)]], Field(max_length=MAX_RATIOS)]
+        | Annotated[str, Field(max_length=MAX_LIST_PARAM_LENGTH)]
+        | None
+    ) = Field(None, description='As for a job: up to 5 of "W:H", or ["auto"] (the default).')
+    InclusionHints: (
+        Annotated[list[Annotated[str, Field(max_length=MAX_HINT_LENGTH)]], Field(max_length=MAX_HINTS)]
+        | Annotated[str, Field(max_length=MAX_LIST_PARAM_LENGTH)]
+        | None
+    ) = Field(None, description="As for a job: at most one free-text hint.")
+    Render: RenderSpec | None = Field(
+        None, description="As for a job; {Stem} is each object's file name without its extension."
+    )
+    ManifestURI: str | None = Field(
+        None,
+        max_length=MAX_SOURCE_URI_BYTES,
+        json_schema_extra={"examples": ["oss://results/batches/{BatchId}.jsonl"]},
+        description="oss://bucket/key in one of the project's WritableBuckets ({BatchId} is replaced): when "
+        "the batch ends, one JSON line per object is written there (SourceURI, RequestId, Status, and "
+        "Croppings or Code and Message). None: no manifest.",
+    )
+    CallbackURL: str | None = Field(
+        None,
+        max_length=MAX_CALLBACK_URL_LENGTH,
+        description="http(s) URL that receives one signed crop-batch.finished event when the batch ends "
+        "(the batch's jobs send none of their own).",
+    )
+    UserData: str | None = Field(
+        None, max_length=MAX_USER_DATA_LENGTH, description="Echoed back in the batch."
+    )
+    IdempotencyKey: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        description="Same key within the result TTL returns the first batch (the Idempotency-Key header "
+        "works too).",
+    )
+
+
+class SubmitPrefixBatchResponse(BaseModel):
+    BatchId: str
+    Status: BatchStatus

@@ -1,8 +1,11 @@
 """The Celery application: broker/back-end wiring and the reliability settings.
 
 Only configuration lives here (importing it never loads OpenCV), so the API can send tasks by name.
-Crop workers start with ``celery -A worker.celery_app worker -Q cropq``; callbacks travel on their own
-queue (``cropq.webhooks``), consumed by separate worker processes so a slow receiver never delays a crop.
+Crop workers start with ``celery -A worker.celery_app worker -Q cropq,cropq.batch``: the jobs of prefix
+batches (and the batches' feeder and finisher) travel on ``cropq.batch``, which a worker reads only when
+``cropq`` is empty (kombu's ``priority`` queue order), so an interactive job waits at most for the batch jobs
+already running. Callbacks travel on their own queue (``cropq.webhooks``), consumed by separate worker
+processes so a slow receiver never delays a crop.
 """
 
 from __future__ import annotations
@@ -19,12 +22,24 @@ from worker.webhooks import webhook_queue
 
 CROP_TASK = "cropq.crop"
 WEBHOOK_TASK = "cropq.webhook"
+BATCH_FEED_TASK = "cropq.batch-feed"
+BATCH_FINISH_TASK = "cropq.batch-finish"
+BATCH_WEBHOOK_TASK = "cropq.batch-webhook"
+BATCH_QUEUE_SUFFIX = ".batch"
+
+
+def batch_queue(queue_name: str) -> str:
+    """The queue of prefix batches' jobs beside the crop queue ``queue_name``: crop workers consume both,
+    this one only when the crop queue is empty."""
+    return queue_name + BATCH_QUEUE_SUFFIX
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
     s = settings or get_settings()
     broker_url, broker_options = celery_broker(s.redis_url)
-    app = Celery("cropq", broker=broker_url, include=["worker.tasks", "worker.webhooks.tasks"])
+    app = Celery(
+        "cropq", broker=broker_url, include=["worker.tasks", "worker.webhooks.tasks", "worker.batches"]
+    )
     app.conf.update(
         # JSON only: never unpickle what arrives on a shared broker.
         task_serializer="json",
@@ -36,6 +51,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_routes={
             CROP_TASK: {"queue": s.queue_name},
             WEBHOOK_TASK: {"queue": webhook_queue(s.queue_name)},
+            BATCH_FEED_TASK: {"queue": batch_queue(s.queue_name)},
+            BATCH_FINISH_TASK: {"queue": batch_queue(s.queue_name)},
+            BATCH_WEBHOOK_TASK: {"queue": webhook_queue(s.queue_name)},
         },
         # A job is acknowledged only once it ended, one message is reserved at a time, and a child
         # killed mid-job puts the message back (the attempt counter in the task stops a poison loop).
@@ -57,6 +75,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "retry_on_timeout": True,
+            # BRPOP lists the consumed queues in the order given (-Q cropq,cropq.batch) instead of rotating
+            # them: a waiting interactive job is always taken before a batch job.
+            "queue_order_strategy": "priority",
             **broker_options,
         },
         broker_connection_retry_on_startup=True,

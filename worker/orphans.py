@@ -13,6 +13,11 @@ only when the queue is empty, so no job waiting in a backlog is ever taken for l
 older than twice the visibility timeout (plus a margin) on two sweeps in a row, with its score unchanged,
 is sent again under its RequestId. Should it be alive after all, the duplicate run is fenced by attempt
 numbers or finds the job finished, and stores nothing twice.
+
+Jobs of prefix batches share the index and wait in the batch queue (``<queue>.batch``), which an interactive
+backlog may hold up for long: a stale batch job whose message still waits there is not lost (that queue
+holds at most ``batch_in_flight`` messages per batch, so it is read whole), and a lost one is sent again to
+the batch queue. The same loop revives batches whose feeder message was lost (worker/batches.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from worker import keys
+from worker.celery_app import batch_queue
 from worker.contracts import CropTaskMessage, Job
 from worker.jobstore import JobNotFound, JobStore, connect
 
@@ -45,16 +51,31 @@ def orphan_after(visibility_timeout: float) -> float:
     return 2 * visibility_timeout + MARGIN_SECONDS
 
 
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (3, 6, 9)
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for ``queue``: the queue itself and one per priority step."""
+    return [queue, *(f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in KOMBU_PRIORITY_STEPS)]
+
+
 def message_of(job: Job) -> CropTaskMessage:
     """The crop task's message, rebuilt from the job record (it holds everything the message carried)."""
-    bucket, _, key = job.SourceURI.split("://", 1)[1].partition("/")
+    if job.SourceURI.startswith(("http://", "https://")):
+        bucket, key, url = "", "", job.SourceURI
+    else:
+        bucket, _, key = job.SourceURI.split("://", 1)[1].partition("/")
+        url = None
     return CropTaskMessage(
         RequestId=job.RequestId,
         ProjectName=job.ProjectName,
         Bucket=bucket,
         Key=key,
+        SourceURL=url,
         AspectRatios=job.AspectRatios,
         InclusionHints=job.InclusionHints,
+        Render=job.Render,
     )
 
 
@@ -66,13 +87,20 @@ class OrphanSweeper:
         visibility_timeout: float,
         resend: Callable[[CropTaskMessage], None],
         give_up: Callable[[Job, str], None],
+        resend_batch: Callable[[CropTaskMessage], None] | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.stale_after = orphan_after(visibility_timeout)
         self.resend = resend
+        self.resend_batch = resend_batch or resend
         self.give_up = give_up
         self._suspects: dict[str, float] = {}
+
+    def _waiting_batch_jobs(self) -> set[str]:
+        from worker.batches import queued_messages  # that module imports this one
+
+        return {task_id for task_id, _ in queued_messages(self.store.r, batch_queue(self.queue))}
 
     def sweep(self, now: float) -> list[str]:
         """One look; returns the RequestIds sent again."""
@@ -86,6 +114,7 @@ class OrphanSweeper:
         )
         suspects: dict[str, float] = {}
         resent = []
+        waiting: set[str] | None = None  # batch jobs whose message waits in the batch queue, read once
         for member, score in stale:
             rid = member.decode() if isinstance(member, bytes) else str(member)
             if self._suspects.get(rid) != score:
@@ -99,6 +128,10 @@ class OrphanSweeper:
             if job.Status.finished:
                 r.zrem(index, rid)  # its finisher could not remove it
                 continue
+            if job.BatchId:
+                waiting = self._waiting_batch_jobs() if waiting is None else waiting
+                if rid in waiting:
+                    continue  # not lost: waiting its turn behind interactive jobs
             times = int(r.incr(keys.job_resent(rid)))
             r.expire(keys.job_resent(rid), self.store.ttl)
             if times > MAX_RESENDS:
@@ -108,7 +141,7 @@ class OrphanSweeper:
                 )
                 r.zrem(index, rid)
                 continue
-            self.resend(message_of(job))
+            (self.resend_batch if job.BatchId else self.resend)(message_of(job))
             r.zadd(index, {rid: now})
             resent.append(rid)
             log.warning("orphaned_job_sent_again", request_id=rid, status=job.Status.value, resends=times)
@@ -127,18 +160,27 @@ def _run(app: Celery, stop: threading.Event) -> None:
     def resend(msg: CropTaskMessage) -> None:
         app.send_task(CROP_TASK, args=[msg.model_dump()], task_id=msg.RequestId, queue=s.queue_name)
 
+    def resend_batch(msg: CropTaskMessage) -> None:
+        app.send_task(
+            CROP_TASK, args=[msg.model_dump()], task_id=msg.RequestId, queue=batch_queue(s.queue_name)
+        )
+
     def give_up(job: Job, reason: str) -> None:
         from worker.tasks import fail_lost_job  # the task module imports this one
 
         fail_lost_job(store, job, reason)
 
-    sweeper = OrphanSweeper(store, s.queue_name, s.visibility_timeout, resend, give_up)
+    from worker.batches import CelerySender, revive_stalled
+
+    sweeper = OrphanSweeper(store, s.queue_name, s.visibility_timeout, resend, give_up, resend_batch)
+    batch_sender = CelerySender(s.queue_name)
     lock = keys.orphan_sweep_lock(s.queue_name)
     while not stop.wait(interval):
         try:
             # One sweeper per queue at a time; the lock lapses by itself if its holder dies.
             if store.r.set(lock, 1, nx=True, px=int(interval * 1000 * 0.9)):
                 sweeper.sweep(time.time())
+                revive_stalled(store.r, batch_sender, time.time())
         except (redis.RedisError, OSError) as e:
             log.debug("orphan_sweep_failed", error=type(e).__name__)
         except Exception:  # never let the thread die: it is the last line of defence

@@ -220,6 +220,15 @@ class Settings(BaseSettings):
         "in the sandboxed decode process; over it the job fails with InvalidArgument.ImageTooComplex. Five "
         "4096 px outputs of a 100 MP PNG take about 19 s on one core.",
     )
+    # --- prefix batches ---
+    batch_in_flight: int = Field(
+        8,
+        ge=1,
+        le=10000,
+        description="Jobs of one prefix batch queued or running at once (about twice the crop workers a "
+        "batch should use): the batch is fed as they end, so the queue is never flooded and interactive "
+        "jobs submitted meanwhile wait at most for the batch jobs already running.",
+    )
     # --- auth ---
     access_keys: list[AccessKeySpec] = Field(
         default_factory=list,

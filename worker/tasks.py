@@ -31,7 +31,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 # Imported for their signal handlers: the worker's heartbeat, the leases of the messages it holds, and
 # the sweeper that sends orphaned jobs again.
-from worker import health, keys, leases, orphans  # noqa: F401
+from worker import batches, health, keys, leases, orphans  # noqa: F401
 from worker.celery_app import CROP_TASK, app
 from worker.contracts import (
     Cropping,
@@ -169,6 +169,8 @@ def _finish(store: JobStore, rid: str, attempt: int, crop_seconds: float | None 
         record_job(store.r, job.Status.value, crop_seconds)
         log.info("job_finished", status=job.Status.value, code=job.Code)
         _send_callback_once(store, job)
+        if job.BatchId:
+            batches.job_ended(store.r, job)  # counted once into its batch, which is fed on
     return job
 
 
