@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
+.PHONY: install run test lint format typecheck unit bench bench-batch bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ unit: install
 
 bench: install
 	$(BIN)/python bench/stack_bench.py
+
+bench-batch: install
+	$(BIN)/python bench/batch_bench.py
 
 bench-engine: install
 	$(BIN)/python bench/engine_bench.py

@@ -407,6 +407,7 @@ class BatchFeeder:
     def run(self, batch_id: str, heartbeat: bool = False) -> FeedResult:
         """One feeder run: take the batch's lock, do what the batch needs now, say when to look again."""
         self.r.delete(_scheduled(batch_id, heartbeat))
+        self.r.zadd(ACTIVE, {batch_id: time.time()}, xx=True)  # alive, even when a top-up holds the lock
         token = secrets.token_hex(8)
         if not self.r.set(_lock(batch_id), token, nx=True, px=LOCK_MS):
             return FeedResult(HEARTBEAT_SECONDS)  # another run holds it; look again soon in case it dies
@@ -443,7 +444,6 @@ class BatchFeeder:
         if fields.get("FinishedAt"):
             self.r.zrem(ACTIVE, batch_id)
             return FeedResult(None)
-        self.r.zadd(ACTIVE, {batch_id: time.time()})
         if fields.get("Finalising"):
             self.sender.finish(batch_id)  # idempotent; the finisher's message may have been lost
             return FeedResult(None)
@@ -981,7 +981,12 @@ def send_batch_callback(self: Task[Any, Any], batch_id: str) -> None:
     s = get_settings()
     r = _redis()
     retries = int(self.request.retries or 0)
-    batch = read_batch(r, batch_id)
+    try:
+        batch = read_batch(r, batch_id)
+    except redis.RedisError as e:  # transient: spend a step of the schedule rather than lose the callback
+        if retries >= len(s.webhook_retry_schedule):
+            raise
+        raise self.retry(countdown=retry_delay(s.webhook_retry_schedule[retries])) from e
     if batch is None or not batch.CallbackURL or not batch.Status.finished:
         return
     blog = log.bind(batch_id=batch_id, attempt=retries + 1)

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from standardwebhooks import Webhook
 
 from tests.integration.helpers import jpeg
 from worker import keys
@@ -36,6 +39,29 @@ def _new_key(stack: Any, project: str) -> tuple[str, str]:
     )
     key = json.loads(out.stdout)
     return key["AccessKeyId"], key["AccessKeySecret"]
+
+
+class Receiver:
+    """Keeps every callback POSTed to it and answers 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +150,16 @@ def test_a_prefix_batch_crops_every_object_once_and_writes_its_manifest(world: d
 
 def test_cancelling_a_batch_midway_leaves_nothing_queued(world: dict[str, Any]) -> None:
     stack, project, bucket = world["stack"], world["project"], world["bucket"]
+    receiver = Receiver()
+    body = {
+        "SourcePrefix": f"oss://{bucket}/photos/",
+        "Suffixes": [".jpg"],
+        "AspectRatios": ["1:1"],
+        "CallbackURL": receiver.url,
+        "UserData": "second",
+    }
     with stack.http() as c:
-        batch_id = _submit(
-            c,
-            project,
-            {"SourcePrefix": f"oss://{bucket}/photos/", "Suffixes": [".jpg"], "AspectRatios": ["1:1"]},
-        )
+        batch_id = _submit(c, project, body)
         _follow(c, project, batch_id, lambda b: b["Status"] == "Running" and b["Succeeded"] >= 20)
         r = c.post(f"/v1/projects/{project}/crop-batches/{batch_id}:cancel")
         assert r.status_code == 200, r.text
@@ -148,6 +178,20 @@ def test_cancelling_a_batch_midway_leaves_nothing_queued(world: dict[str, Any]) 
     assert batch["Succeeded"] + batch["Failed"] + batch["Cancelled"] == OBJECTS
     assert batch["Succeeded"] >= 20 and batch["Cancelled"] >= OBJECTS - fed
     assert again.status_code == 200 and again.json()["Status"] == "Cancelled"  # cancelling again is a no-op
+    # One signed crop-batch.finished callback, verified with the project's secret, carrying the final counts.
+    deadline = time.monotonic() + 20
+    while not receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    (headers, raw), *more = receiver.requests
+    assert more == []
+    with stack.http() as c:
+        secret = c.get(f"/v1/projects/{project}").json()["WebhookSecret"]
+    event = Webhook(secret).verify(raw, headers)
+    assert event["type"] == "crop-batch.finished" and headers["webhook-id"] == batch_id
+    fields = ("BatchId", "Status", "Total", "Succeeded", "Cancelled", "UserData")
+    assert {k: event["data"][k] for k in fields} == {k: batch[k] for k in fields}
+    receiver.server.shutdown()
 
 
 def test_a_manifest_outside_the_writable_buckets_is_refused(world: dict[str, Any]) -> None:

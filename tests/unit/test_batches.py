@@ -224,7 +224,7 @@ def test_a_listing_is_resumed_from_its_cursor_across_runs(
         queue_name=QUEUE,
         clock=lambda: next(ticks),
     )
-    totals = []
+    totals: list[int] = []
     while batches.read_batch(redis_client, BID).Status is BatchStatus.LISTING:  # type: ignore[union-attr]
         assert feeder.run(BID).again_in == 0.0 or totals  # more listing: at once
         totals.append(_counts(redis_client)[0])
@@ -377,7 +377,7 @@ def test_the_request_is_checked_as_jobs_are() -> None:
         ManifestURI="oss://out/{BatchId}.jsonl",
     )
     assert (p.bucket, p.prefix, p.suffixes) == ("photos", "", [".jpg", ".png"])
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"SourcePrefix": "photos/"},
         {"SourcePrefix": "oss://photos/x", "Suffixes": ["jpg"]},
         {"SourcePrefix": "oss://photos/x", "ManifestURI": "oss://out/{Stem}.jsonl"},
