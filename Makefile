@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-batch bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
+.PHONY: install run test lint format typecheck unit bench bench-batch bench-listing bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-batch: install
 
 bench-engine: install
 	$(BIN)/python bench/engine_bench.py
+
+## Job listing at 10^6 records: first, deep and filtered pages (a throwaway Valkey).
+bench-listing: install
+	$(BIN)/python bench/listing_bench.py
 
 ## Rendered crops: cost per output against Pillow's and libvips' own crop + resize + encode (12 and 24 MP).
 bench-render: install

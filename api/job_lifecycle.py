@@ -24,11 +24,11 @@ from typing import cast
 
 import redis
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api.errors import invalid_argument, not_found
+from api.batches import get_batch
+from api.errors import invalid_argument
 from api.schemas import MAX_NEXT_TOKEN_LENGTH
 from worker import keys
 from worker.contracts import Batch, Job, JobStatus
@@ -146,14 +146,7 @@ async def _entries_after(
 
 async def batch_of_project(r: aioredis.Redis, project: str, batch_id: str) -> Batch:
     """The batch, when it is the project's; 404 otherwise, as for a batch that does not exist."""
-    raw = await r.get(keys.batch(batch_id))
-    try:
-        batch = None if raw is None else Batch.model_validate_json(raw)
-    except ValidationError:
-        batch = None
-    if batch is None or batch.ProjectName != project:
-        raise not_found("batch", f"The specified crop batch {batch_id!r} is not found.")
-    return batch
+    return await get_batch(r, project, batch_id)
 
 
 async def list_jobs(

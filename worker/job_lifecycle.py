@@ -11,13 +11,13 @@ discarded by its ``_finish``; only the rendered outputs it may already have writ
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import redis
 import structlog
 
 from worker import keys
+from worker.batches import job_ended
 from worker.contracts import Job, JobStatus, utcnow_iso
 from worker.job_index import unindex_job
 from worker.jobstore import JobNotFound, JobStore
@@ -110,13 +110,7 @@ def _count_into_batch(r: redis.Redis, job: Job) -> None:
     """A batch's counts include its cancelled jobs (worker.batches, the prefix batches' module)."""
     if not job.BatchId:
         return
-    # BATCH-COUNT CALL SITE: imported by name until worker/batches.py (job_ended) is in the tree.
-    try:
-        batches = importlib.import_module("worker.batches")
-    except ModuleNotFoundError:
-        log.warning("batch_count_unavailable", request_id=job.RequestId, batch_id=job.BatchId)
-        return
-    batches.job_ended(r, job)
+    job_ended(r, job)
 
 
 def delete_job(r: redis.Redis, request_id: str, queue_name: str, *, project: str | None = None) -> Job:

@@ -51,7 +51,7 @@ def project_jobs(project: str) -> str:
 
 
 def batch(batch_id: str) -> str:
-    """A prefix batch's record."""
+    """A prefix batch's record: a hash of its request, counters and cursors (worker/batches.py)."""
     return f"{PREFIX}:batch:{batch_id}"
 
 

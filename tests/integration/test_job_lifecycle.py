@@ -16,6 +16,7 @@ import redis
 from tests.conftest import Stack
 from tests.integration.helpers import jpeg, submit, wait_done
 from worker import keys
+from worker.batches import new_record
 from worker.contracts import Batch, BatchStatus, Job, JobStatus, utcnow_iso
 from worker.job_index import index_new_job
 
@@ -208,7 +209,8 @@ def test_batch_filter_and_its_tenant_check(make_stack: Any) -> None:
         AspectRatios=["1:1"],
         CreatedAt=utcnow_iso(),
     )
-    r.set(keys.batch(batch.BatchId), batch.model_dump_json(), ex=600)
+    r.hset(keys.batch(batch.BatchId), mapping=new_record(batch))
+    r.expire(keys.batch(batch.BatchId), 600)
     for i, status in enumerate((JobStatus.QUEUED, JobStatus.FAILED, JobStatus.QUEUED)):
         job = Job(
             RequestId=f"{batch.BatchId}-{i}",

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from worker.celery_app import batch_queue
 from worker.settings import Settings
 from worker.webhooks import webhook_queue
 from worker.webhooks.tasks import WEBHOOK_HARD_TIME_LIMIT
@@ -298,8 +299,9 @@ def test_dockerfile_commands() -> None:
 
     worker_cmd = exec_form(stage("worker").last("CMD") or "")
     assert worker_cmd[:4] == ["celery", "-A", "worker.celery_app", "worker"]
-    # Crop workers consume the crop queue only: callbacks have workers of their own.
-    assert flag(worker_cmd, "-Q") == field_default("queue_name")
+    # Crop workers consume the crop queue, then the batch queue (callbacks have workers of their own).
+    q = field_default("queue_name")
+    assert flag(worker_cmd, "-Q") == f"{q},{batch_queue(q)}"
     # KEDA's list-length signal is only the true backlog when each worker reserves one message.
     assert flag(worker_cmd, "--prefetch-multiplier") == "1"
     assert flag(worker_cmd, "--concurrency") == "1"
