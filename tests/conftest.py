@@ -139,11 +139,13 @@ class Stack:
         self.api.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def make_stack(
     redis_url: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[object]:
-    """Factory: make_stack(workers=2, **settings) starts a stack on its own queue; stopped at session end."""
+    """Factory: make_stack(workers=2, **settings) starts a stack on its own queue; its stacks stop when the
+    test module ends (each stack holds several hundred MB of worker processes: kept for the whole session,
+    the suite's stacks together would outgrow the machine)."""
     stacks: list[Stack] = []
 
     def make(workers: int = 2, concurrency: int = 1, **settings: str) -> Stack:
