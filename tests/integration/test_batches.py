@@ -5,8 +5,6 @@ manifest's bucket check and tenancy."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +17,7 @@ import redis
 from standardwebhooks import Webhook
 
 from tests.integration.helpers import jpeg
+from tests.security.signatures_support import new_key
 from worker import keys
 from worker.batches import queued_messages
 from worker.celery_app import batch_queue
@@ -27,18 +26,6 @@ pytestmark = pytest.mark.integration
 
 OBJECTS = 200  # the black-box check runs 500; 200 keep every behaviour and half the time
 COUNTS = ("Total", "Succeeded", "Failed", "Cancelled")
-
-
-def _new_key(stack: Any, project: str) -> tuple[str, str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "create", "--project", project, "--json"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = json.loads(out.stdout)
-    return key["AccessKeyId"], key["AccessKeySecret"]
 
 
 class Receiver:
@@ -210,7 +197,7 @@ def test_another_projects_batch_is_not_found(world: dict[str, Any]) -> None:
     with stack.http() as c:
         batch_id = _submit(c, project, {"SourcePrefix": f"oss://{bucket}/other/"})
     other, _ = stack.project()
-    key_id, secret = _new_key(stack, other)
+    key_id, secret = new_key(stack, other)
     with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key_id}:{secret}"}) as c:
         for r in (
             c.get(f"/v1/projects/{other}/crop-batches/{batch_id}"),
