@@ -255,6 +255,18 @@ async def submit_batch(
     return SubmitBatchResponse(Jobs=[SubmitJobResponse(RequestId=j.RequestId, Status=j.Status) for j in jobs])
 
 
+def _job_not_found(request_id: str) -> ImmError:
+    """The one answer for a job that does not exist and for another project's job (no probing)."""
+    return not_found("job", f"The specified crop job {request_id!r} is not found.")
+
+
+async def _own_job(r: Redis, project: str, request_id: str) -> Job:
+    job = await get_job(r, request_id)
+    if job is None or job.ProjectName != project:
+        raise _job_not_found(request_id)
+    return job
+
+
 @contextmanager
 def _job_index(i: int) -> Iterator[None]:
     """A batch's error names the job it is about."""
@@ -286,13 +298,12 @@ async def get(
         raise ImmError(400, "InvalidArgument", f"wait is at most {settings.max_wait_seconds} seconds.")
     # The job's project is checked before any wait: another project's job answers 404 at once, so the
     # time of the answer tells nothing about which RequestIds exist.
-    job = await get_job(r, RequestId)
-    if job is None or job.ProjectName != ProjectName:
-        raise not_found("job", f"The specified crop job {RequestId!r} is not found.")
+    job = await _own_job(r, ProjectName, RequestId)
     if wait > 0 and not job.Status.finished:
-        job = await wait_for_job(r, RequestId, wait)
-        if job is None:  # expired or withdrawn meanwhile
-            raise not_found("job", f"The specified crop job {RequestId!r} is not found.")
+        waited = await wait_for_job(r, RequestId, wait)
+        if waited is None:  # expired or withdrawn meanwhile
+            raise _job_not_found(RequestId)
+        job = waited
     return job
 
 
@@ -385,7 +396,7 @@ async def cancel(
             send_callback=send_callback,
         )
     except JobNotFound:
-        raise not_found("job", f"The specified crop job {RequestId!r} is not found.") from None
+        raise _job_not_found(RequestId) from None
     except JobAlreadyFinished as e:
         raise ImmError(
             409,
@@ -417,7 +428,7 @@ async def delete(
             delete_job, _sync_redis(request), RequestId, settings.queue_name, project=ProjectName
         )
     except JobNotFound:
-        raise not_found("job", f"The specified crop job {RequestId!r} is not found.") from None
+        raise _job_not_found(RequestId) from None
     except JobNotFinished as e:
         raise ImmError(
             409,
@@ -426,13 +437,6 @@ async def delete(
             "deleted (cancel it first).",
         ) from None
     return Response(status_code=204)
-
-
-async def _own_job(r: Redis, project: str, request_id: str) -> Job:
-    job = await get_job(r, request_id)
-    if job is None or job.ProjectName != project:
-        raise not_found("job", f"The specified crop job {request_id!r} is not found.")
-    return job
 
 
 async def _read_object(storage: S3Storage, bucket: str, key: str, max_bytes: int) -> bytes:
