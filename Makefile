@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy api worker
+	$(BIN)/mypy api worker cropq_cli
 
 format: install
 	$(BIN)/ruff format .

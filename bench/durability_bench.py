@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis.asyncio as aioredis
 
 from api.durability import confirm_accepted
-from api.localstack import free_port, start_valkey
 from bench.hostile_bench import machine
+from cropq_cli.localstack import free_port, start_valkey
 from worker.settings import Settings
 
 CASES = (

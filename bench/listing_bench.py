@@ -26,8 +26,8 @@ import redis
 import redis.asyncio as aioredis
 
 from api.job_lifecycle import Cursor, ListingScope, encode_token, list_jobs
-from api.localstack import free_port, start_valkey
 from bench.hostile_bench import machine
+from cropq_cli.localstack import free_port, start_valkey
 from worker import keys
 from worker.contracts import Boundary, Cropping, Job, JobStatus, Point
 from worker.job_index import index_new_job, listing_key

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from api.localstack import (  # noqa: E402
+from cropq_cli.localstack import (  # noqa: E402
     ManagedProcess,
     WorkerProcess,
     child_pids,

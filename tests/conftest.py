@@ -20,7 +20,7 @@ import redis
 import structlog
 from minio import Minio
 
-from api.localstack import (
+from cropq_cli.localstack import (
     ManagedProcess,
     free_port,
     start_api,

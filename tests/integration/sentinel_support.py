@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from api.localstack import ManagedProcess, free_port, start_valkey, valkey_binary, wait_until
+from cropq_cli.localstack import ManagedProcess, free_port, start_valkey, valkey_binary, wait_until
 
 MASTER_NAME = "cropq"
 DOWN_AFTER_MS = 1000

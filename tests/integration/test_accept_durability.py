@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from api.durability import confirm_accepted
 from api.errors import ImmError
-from api.localstack import free_port, start_valkey
+from cropq_cli.localstack import free_port, start_valkey
 from tests.conftest import Stack
 from tests.integration.helpers import jpeg, submit, wait_done
 from worker.settings import Settings

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.localstack import free_port
+from cropq_cli.localstack import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def test_cropq_up_serves_the_printed_example_and_stops_cleanly(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROPQ_")}
     env.update(CROPQ_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "up", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "cropq_cli.main", "up", "--port", str(port), "--workers", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

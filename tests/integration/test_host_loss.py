@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from api.localstack import free_port, start_api, start_valkey, start_worker, wait_for_workers
+from cropq_cli.localstack import free_port, start_api, start_valkey, start_worker, wait_for_workers
 from tests.conftest import ADMIN_KEY, S3Server, Stack
 from tests.integration.helpers import FlakyProxy, jpeg, png, submit, wait_done
 from tests.integration.netns import HostNetwork, NetworkUnavailable, host_network

@@ -204,7 +204,7 @@ def test_replayed_nonce_is_refused(
 
 def test_project_scoped_key_from_the_cli(stack: Stack, photos: dict[str, Any]) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "create", "--project", photos["project"], "--json"],
+        [sys.executable, "-m", "cropq_cli.main", "keys", "create", "--project", photos["project"], "--json"],
         env=stack.env,
         capture_output=True,
         text=True,
@@ -218,7 +218,7 @@ def test_project_scoped_key_from_the_cli(stack: Stack, photos: dict[str, Any]) -
         call(scoped, project_name=photos["other_project"], source_uri=photos["other"])
     assert e.value.status_code == 403 and e.value.code == "Forbidden"
     subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "disable", key["AccessKeyId"]],
+        [sys.executable, "-m", "cropq_cli.main", "keys", "disable", key["AccessKeyId"]],
         env=stack.env,
         check=True,
         capture_output=True,
@@ -241,7 +241,7 @@ def test_throttling(make_stack: Any) -> None:
     stack: Stack = make_stack(workers=1, rate_limit_per_minute="3")
     # A fresh key, so that no other test's requests share its window.
     out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "create", "--project", "*", "--json"],
+        [sys.executable, "-m", "cropq_cli.main", "keys", "create", "--project", "*", "--json"],
         env=stack.env,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.localstack import child_pids, free_port, start_valkey
+from cropq_cli.localstack import child_pids, free_port, start_valkey
 from tests.conftest import Stack
 from tests.integration.helpers import jpeg, png, submit, wait_done
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from api.localstack import child_pids
+from cropq_cli.localstack import child_pids
 from tests.conftest import Stack
 from tests.integration.helpers import FlakyProxy, jpeg, png, submit, wait_done
 
@@ -144,7 +144,7 @@ def test_storage_outage_longer_than_the_window_fails_the_job_with_service_unavai
 
 
 def test_redis_restart_loses_no_accepted_job_and_workers_reconnect(make_stack: Any, tmp_path: Path) -> None:
-    from api.localstack import free_port, start_valkey
+    from cropq_cli.localstack import free_port, start_valkey
     from tests.conftest import wait_for_workers_on
 
     port = free_port()

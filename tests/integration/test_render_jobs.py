@@ -283,7 +283,7 @@ def test_cli_submit_uploads_a_file_and_renders(stack: Stack, tmp_path: Any) -> N
         [
             sys.executable,
             "-m",
-            "api.cli",
+            "cropq_cli.main",
             "submit",
             str(path),
             "--project",

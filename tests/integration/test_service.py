@@ -216,7 +216,7 @@ def test_cli_submit_and_status(stack: Stack) -> None:
         "CROPQ_ACCESS_KEY_ID": ADMIN_KEY["AccessKeyId"],
         "CROPQ_ACCESS_KEY_SECRET": ADMIN_KEY["AccessKeySecret"],
     }
-    cli = [sys.executable, "-m", "api.cli"]
+    cli = [sys.executable, "-m", "cropq_cli.main"]
     out = subprocess.run(
         [*cli, "submit", uri, "--project", project, "--ratios", "1:1,2:1", "--json"],
         env=env,
@@ -245,7 +245,7 @@ def test_cli_submit_and_status(stack: Stack) -> None:
 
 
 def test_api_process_never_imports_opencv() -> None:
-    code = "import sys, api.main, api.cli; api.main.create_app; print('cv2' in sys.modules)"
+    code = "import sys, api.main, cropq_cli.main; api.main.create_app; print('cv2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -31,7 +31,7 @@ def client_from(stack: Stack, address: str, **kw: Any) -> httpx.Client:
 
 def new_key(stack: Stack, project: str) -> tuple[str, str]:
     out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "create", "--project", project, "--json"],
+        [sys.executable, "-m", "cropq_cli.main", "keys", "create", "--project", project, "--json"],
         env=stack.env,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from api.localstack import wait_for_workers
+from cropq_cli.localstack import wait_for_workers
 from tests.conftest import Stack
 from tests.integration.helpers import jpeg, submit, wait_done
 from worker.webhooks import webhook_queue

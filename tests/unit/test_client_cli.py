@@ -12,8 +12,8 @@ import pytest
 from cropq_client import CropqClient
 from typer.testing import CliRunner
 
-import api.client_cli
-from api.cli import app
+import cropq_cli.client_commands
+from cropq_cli.main import app
 from tests.unit.fake_cropq import KEY_ID, KEY_SECRET, FakeCropq
 
 runner = CliRunner()
@@ -23,7 +23,7 @@ runner = CliRunner()
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCropq]:
     server = FakeCropq()
     monkeypatch.setattr(
-        api.client_cli,
+        cropq_cli.client_commands,
         "_client",
         lambda: CropqClient("http://cropq.test", KEY_ID, KEY_SECRET, transport=server.transport()),
     )
@@ -87,7 +87,7 @@ def test_an_unreachable_api_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
     monkeypatch.setattr(
-        api.client_cli,
+        cropq_cli.client_commands,
         "_client",
         lambda: CropqClient("http://127.0.0.1:9", KEY_ID, KEY_SECRET, transport=httpx.MockTransport(refuse)),
     )

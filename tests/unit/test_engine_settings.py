@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from cropq_cli.crop import run_crop_cli
 from tests.unit.engine.engine_helpers import encode
-from worker.crop_cli import run_crop_cli
 from worker.engine.config import EngineConfig
 from worker.settings import Settings, engine_config, get_settings
 

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
-from api.auth.keys_cli import keys_app
+from cropq_cli.keys import keys_app
 from worker.settings import get_settings
 
 BOOT = '[{"AccessKeyId": "BOOTKEY001", "AccessKeySecret": "boot-secret-0123456789", "Projects": ["*"]}]'

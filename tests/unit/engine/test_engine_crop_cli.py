@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from cropq_cli.crop import run_crop_cli
 from tests.unit.engine.engine_helpers import encode
-from worker.crop_cli import run_crop_cli
 
 
 def test_json_lines_in_order_and_error_line(

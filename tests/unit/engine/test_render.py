@@ -16,8 +16,8 @@ import pytest
 from numpy.typing import NDArray
 from PIL import ExifTags, Image, ImageCms, JpegImagePlugin, PngImagePlugin, features
 
+from cropq_cli.crop import run_crop_cli
 from tests.security.hostile_images import photo, png_declaring, scan_bomb
-from worker.crop_cli import run_crop_cli
 from worker.engine import render, render_formats, sandbox
 from worker.engine.config import EngineConfig
 from worker.engine.decode import Decoded, decode_in_process

@@ -1,5 +1,5 @@
 """The ``cropq`` command: run the service, crop local files, manage access keys, upload images; submit,
-follow, list and cancel jobs and prefix batches on a running service (:mod:`api.client_cli`)."""
+follow, list and cancel jobs and prefix batches on a running service (:mod:`cropq_cli.client_commands`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from api.client_cli import register
+from cropq_cli.client_commands import register
 
 app = typer.Typer(
     help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
@@ -27,7 +27,7 @@ def up(
 ) -> None:
     """Run the API and workers in the foreground (plus embedded Valkey and SeaweedFS unless
     CROPQ_REDIS_URL / CROPQ_S3_ENDPOINT point at running servers). Ctrl-C stops everything."""
-    from api.stack import run_up
+    from cropq_cli.stack import run_up
 
     raise typer.Exit(run_up(port, workers))
 
@@ -50,7 +50,7 @@ def crop(
     ] = None,
 ) -> None:
     """Crop local images with the engine alone; one JSON line per image on stdout."""
-    from worker.crop_cli import run_crop_cli
+    from cropq_cli.crop import run_crop_cli
 
     raise typer.Exit(
         run_crop_cli(images, ratios, hint, preview, render_dir, render_format, quality, max_side)
@@ -99,7 +99,7 @@ def config() -> None:
 
 
 def _mount_keys() -> None:
-    from api.auth.keys_cli import keys_app
+    from cropq_cli.keys import keys_app
 
     app.add_typer(keys_app, name="keys", help="Manage access keys (stored encrypted in Redis).")
 

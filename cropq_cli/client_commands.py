@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from api.job_text import describe_batch, describe_job, jobs_table
+from cropq_cli.job_text import describe_batch, describe_job, jobs_table
 
 jobs_app = typer.Typer(help="List, show, cancel and delete crop jobs.", no_args_is_help=True)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from api.localstack import (
+from cropq_cli.localstack import (
     ManagedProcess,
     free_port,
     start_api,
