@@ -266,6 +266,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".cropq"), description="Folder for the embedded Valkey and SeaweedFS data.")
     workers: int = Field(2, ge=1, le=64, description="Worker processes `cropq up` starts.")
     worker_concurrency: int = Field(1, ge=1, le=64, description="Prefork children per worker process.")
+    tracing: Literal["off", "otlp", "console"] = Field(
+        "off",
+        description="OpenTelemetry traces (needs the `otel` extra): `otlp` exports to the collector the standard "
+        "OTEL_EXPORTER_OTLP_* variables name, `console` prints spans; `off` loads nothing.",
+    )
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (one event per line); false gives console logs.")
 
