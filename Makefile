@@ -4,15 +4,29 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck unit bench bench-batch bench-listing bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
+.PHONY: install lock run test lint format typecheck unit bench bench-batch bench-listing bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
 
-$(STAMP): pyproject.toml
+# One lock per role, compiled from pyproject.toml by `make lock` (universal: every platform's wheels, with
+# hashes). The images install the api and worker locks; `make install` (and so CI) the dev lock.
+# The uv release the dev lock pins bootstraps the venv, then installs exactly the lock.
+UV_VERSION = $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/dev.txt)
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	--quiet --custom-compile-command "make lock"
+
+$(STAMP): requirements/dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements/dev.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Re-resolve the locks from pyproject.toml (newest releases that fit); commit requirements/*.txt.
+lock: install
+	$(UV_COMPILE) --extra api --extra otel -o requirements/api.txt
+	$(UV_COMPILE) --extra worker --extra otel -o requirements/worker.txt
+	$(UV_COMPILE) --extra dev -o requirements/dev.txt
 
 ## Run the service: API + workers + embedded Valkey and SeaweedFS (Ctrl-C stops).
 run: install
