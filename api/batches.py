@@ -30,8 +30,7 @@ from api.schemas import (
     SubmitPrefixBatchRequest,
 )
 from worker import batches, keys
-from worker.celery_app import BATCH_FEED_TASK, batch_queue
-from worker.contracts import Batch, BatchStatus, RenderSpec, utcnow_iso
+from worker.contracts import BATCH_FEED_TASK, Batch, BatchStatus, RenderSpec, batch_queue, utcnow_iso
 from worker.engine.errors import CropError
 from worker.engine.ratios import MAX_HINT_LENGTH, hints_from_param, ratios_from_param, shown
 from worker.projects import Project

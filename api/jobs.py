@@ -31,8 +31,7 @@ from api.schemas import (
     MAX_USER_DATA_LENGTH,
 )
 from worker import keys
-from worker.celery_app import CROP_TASK
-from worker.contracts import CallbackState, CropTaskMessage, Job, JobStatus, RenderSpec, utcnow_iso
+from worker.contracts import CROP_TASK, CallbackState, CropTaskMessage, Job, JobStatus, RenderSpec, utcnow_iso
 from worker.engine.errors import CropError
 from worker.engine.ratios import MAX_HINT_LENGTH, hints_from_param, loads_bounded, ratios_from_param, shown
 from worker.engine.render_formats import supported_formats

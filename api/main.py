@@ -24,7 +24,7 @@ from api.metrics import HTTP_SECONDS
 from api.openapi import install_openapi
 from api.routes import batches, health, jobs, projects, rpc, ui
 from api.uploads import body_limit
-from worker.celery_app import make_celery
+from worker.celery_config import producer_app
 from worker.logs import configure_logging
 from worker.redis_clients import async_client
 from worker.sealing import WEBHOOK_SECRETS, SecretBox
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             health_check_interval=30,
         )
         app.state.sync_redis = sync_redis_client(s)  # cancel and delete (worker/job_lifecycle.py)
-        app.state.celery = make_celery(s)
+        app.state.celery = producer_app(s)  # sends by name; no worker app in the API
         app.state.storage = S3Storage(s)
         app.state.keystore = AccessKeyStore(app.state.redis, s)
         app.state.webhook_box = SecretBox(s.secret_key, WEBHOOK_SECRETS)

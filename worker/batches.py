@@ -48,21 +48,19 @@ from celery import Task
 from celery.exceptions import Reject
 
 from worker import keys
-from worker.celery_app import (
+from worker.celery_app import app
+from worker.contracts import (
     BATCH_FEED_TASK,
     BATCH_FINISH_TASK,
     BATCH_WEBHOOK_TASK,
     CROP_TASK,
-    app,
-    batch_queue,
-)
-from worker.contracts import (
     Batch,
     BatchStatus,
     BatchWebhookEvent,
     CropTaskMessage,
     Job,
     JobStatus,
+    batch_queue,
     utcnow_iso,
 )
 from worker.job_index import index_new_job

@@ -14,6 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.engine.types import CropSuggestion, Detected
 
+# The Celery task names and queues: the part of the wire contract a producer needs to send a task. No Celery
+# import here, so the API sends by name without loading the worker's app (worker/celery_app.py).
+CROP_TASK = "cropq.crop"
+WEBHOOK_TASK = "cropq.webhook"
+BATCH_FEED_TASK = "cropq.batch-feed"
+BATCH_FINISH_TASK = "cropq.batch-finish"
+BATCH_WEBHOOK_TASK = "cropq.batch-webhook"
+BATCH_QUEUE_SUFFIX = ".batch"
+
+
+def batch_queue(queue_name: str) -> str:
+    """The queue of prefix batches' jobs beside the crop queue ``queue_name``: crop workers consume both,
+    this one only when the crop queue is empty."""
+    return queue_name + BATCH_QUEUE_SUFFIX
+
 
 def utcnow_iso() -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``, as IMM prints times."""

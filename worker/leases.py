@@ -105,7 +105,7 @@ def held_messages() -> dict[str, str | None]:
     thread while we copy them, hence the retry."""
     from celery.worker import state
 
-    from worker.celery_app import CROP_TASK
+    from worker.contracts import CROP_TASK
 
     for _ in range(5):
         try:

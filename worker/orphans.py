@@ -33,8 +33,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from worker import keys
-from worker.celery_app import batch_queue
-from worker.contracts import CropTaskMessage, Job
+from worker.contracts import CropTaskMessage, Job, batch_queue
 from worker.jobstore import JobNotFound, JobStore, connect
 
 log = structlog.get_logger("cropq.orphans")
@@ -150,7 +149,7 @@ class OrphanSweeper:
 
 
 def _run(app: Celery, stop: threading.Event) -> None:
-    from worker.celery_app import CROP_TASK
+    from worker.contracts import CROP_TASK
     from worker.settings import get_settings
 
     s = get_settings()

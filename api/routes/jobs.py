@@ -67,8 +67,7 @@ from api.uploads import (
     store_upload,
 )
 from worker import keys
-from worker.celery_app import WEBHOOK_TASK
-from worker.contracts import Job, JobStatus
+from worker.contracts import WEBHOOK_TASK, Job, JobStatus
 from worker.engine.ratios import MAX_RATIOS
 from worker.engine.render_formats import MEDIA_TYPES
 from worker.job_lifecycle import INVALID_STATE, JobAlreadyFinished, JobNotFinished, cancel_job, delete_job

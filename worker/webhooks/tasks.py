@@ -21,8 +21,16 @@ from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from worker import keys
-from worker.celery_app import WEBHOOK_TASK, app
-from worker.contracts import CallbackState, CallbackStatus, Job, JobStatus, WebhookEvent, utcnow_iso
+from worker.celery_app import app
+from worker.contracts import (
+    WEBHOOK_TASK,
+    CallbackState,
+    CallbackStatus,
+    Job,
+    JobStatus,
+    WebhookEvent,
+    utcnow_iso,
+)
 from worker.jobstore import JobNotFound, JobStore, connect
 from worker.projects import Project, signing_secrets
 from worker.sealing import WEBHOOK_SECRETS, SealingError, SecretBox
