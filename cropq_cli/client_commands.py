@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cropq_client import CropqClient, CropqError
+from cropq_client import ConnectionFailed, CropqClient, CropqError
 from cropq_client.models import Batch, BatchStatus, JobStatus
 from pydantic import ValidationError
 from rich.console import Console
@@ -29,9 +29,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from cropq_cli.errors import SETTINGS_TITLES, OneLineErrors
 from cropq_cli.job_text import describe_batch, describe_job, jobs_table
 
-jobs_app = typer.Typer(help="List, show, cancel and delete crop jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    cls=OneLineErrors, help="List, show, cancel and delete crop jobs.", no_args_is_help=True
+)
 
 ProjectOpt = Annotated[str, typer.Option(help="Project name.")]
 RatiosOpt = Annotated[str, typer.Option(help="Comma-separated W:H ratios, or 'auto'.")]
@@ -54,11 +57,15 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _client() -> CropqClient:
-    from worker.settings import get_settings
+    from cropq_cli.settings import cli_settings
 
-    s = get_settings()
+    s = cli_settings()
     if not s.access_key_id or s.access_key_secret is None:
-        raise fail("set CROPQ_ACCESS_KEY_ID and CROPQ_ACCESS_KEY_SECRET (see `cropq keys create`).", 2)
+        raise fail(
+            "no access key: start the stack with `cropq up` (in this folder, or set CROPQ_DATA_DIR to its "
+            "data folder), or set CROPQ_ACCESS_KEY_ID and CROPQ_ACCESS_KEY_SECRET (see `cropq keys create`)",
+            2,
+        )
     url = s.api_url or f"http://{s.api_host}:{s.api_port}"
     return CropqClient(url, s.access_key_id, s.access_key_secret.get_secret_value())
 
@@ -69,9 +76,13 @@ def connected() -> Iterator[CropqClient]:
     try:
         with _client() as c:
             yield c
+    except ConnectionFailed as e:
+        raise fail(f"{e}; start the stack with `cropq up`, or set CROPQ_API_URL") from None
     except CropqError as e:
         raise fail(str(e)) from None
     except ValidationError as e:  # a field the client checks before sending (e.g. --format)
+        if e.title in SETTINGS_TITLES:
+            raise  # a refused setting: the app's handler names its variable
         first = e.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise fail(f"{where}: {first['msg']}") from None

@@ -8,21 +8,26 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth.keystore import AccessKeyInfo, AccessKeyStore, KeyStoreError
+from cropq_cli.errors import CliError, OneLineErrors, redact_url
+from cropq_cli.settings import cli_settings
 from worker.redis_clients import async_client
-from worker.settings import get_settings
 
-keys_app = typer.Typer(help="Manage access keys (like RAM AccessKeys): each key acts on its projects only.")
+keys_app = typer.Typer(
+    cls=OneLineErrors, help="Manage access keys (like RAM AccessKeys): each key acts on its projects only."
+)
 
 T = TypeVar("T")
 
 
 def _run(action: Callable[[AccessKeyStore], Awaitable[T]]) -> T:
     """Run ``action`` against the configured Redis; operator errors exit 1 with their message."""
+    settings = cli_settings()
 
     async def main() -> T:
-        settings = get_settings()
         redis = async_client(settings.redis_url, decode_responses=True)
         try:
             return await action(AccessKeyStore(redis, settings))
@@ -34,6 +39,11 @@ def _run(action: Callable[[AccessKeyStore], Awaitable[T]]) -> T:
     except KeyStoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise CliError(
+            f"cannot reach Redis at {redact_url(settings.redis_url)} ({str(exc).strip()}); start the stack "
+            "with `cropq up`, or set CROPQ_REDIS_URL"
+        ) from None
 
 
 def _info_dict(k: AccessKeyInfo) -> dict[str, object]:

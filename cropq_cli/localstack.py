@@ -6,6 +6,7 @@ tests exercise is what users run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -27,6 +28,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+"""Loaded here, not in the child between fork and exec, where only the prctl call itself should run."""
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when its parent dies, however it dies (Linux;
+    elsewhere None). The kernel ties this to the *thread* that forked: start children from a thread that
+    lives as long as they should (``cropq up`` uses its main thread)."""
+    if _LIBC is None:
+        return None
+    libc, parent = _LIBC, os.getpid()
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the prctl: nobody would signal us
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
 def child_pids(pid: int) -> list[int]:
     """The direct children of a process (a Celery worker's prefork children); [] once it is gone."""
     try:
@@ -38,7 +60,7 @@ def child_pids(pid: int) -> list[int]:
 
 class ManagedProcess:
     """A child process in its own session (so a terminal's Ctrl-C reaches only us and we stop children in
-    order), logging to a file."""
+    order), logging to a file, killed by the kernel if we die without stopping it (no orphans)."""
 
     def __init__(
         self,
@@ -61,6 +83,7 @@ class ManagedProcess:
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent(),  # only a prctl call runs in the child
         )
 
     @property

@@ -3,18 +3,21 @@ follow, list and cancel jobs and prefix batches on a running service (:mod:`crop
 
 from __future__ import annotations
 
-import io
+import mimetypes
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cropq_cli.client_commands import register
+from cropq_cli.errors import OneLineErrors
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="cropq: self-hosted smart cropping (IMM DetectImageCropping-compatible).",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 
@@ -63,39 +66,39 @@ def upload(
     bucket: Annotated[str, typer.Option(help="Bucket (created if missing).")] = "demo",
     prefix: Annotated[str, typer.Option(help="Key prefix.")] = "",
 ) -> None:
-    """Upload files to the configured S3 server (CROPQ_S3_*) and print their oss:// URIs."""
-    from minio import Minio
+    """Upload files to the configured S3 server (CROPQ_S3_*, else the running `cropq up`) and print their
+    oss:// URIs."""
+    from cropq_cli.errors import CliError
+    from cropq_cli.settings import cli_settings
+    from worker.storage import S3Storage, StorageError
 
-    from worker.settings import get_settings
-
-    s = get_settings()
-    client = Minio(
-        s.s3_endpoint,
-        access_key=s.s3_access_key,
-        secret_key=s.s3_secret_key.get_secret_value(),
-        secure=s.s3_secure,
-        region=s.s3_region,
-    )
-    if not client.bucket_exists(bucket):
-        client.make_bucket(bucket)
-    for f in files:
-        data = f.read_bytes()
-        key = f"{prefix}{f.name}"
-        client.put_object(bucket, key, io.BytesIO(data), len(data))
-        typer.echo(f"oss://{bucket}/{key}")
+    s = cli_settings()
+    store = S3Storage(s)  # fails fast: no retry loop in front of the one-line error
+    try:
+        store.ensure_bucket(bucket)
+        for f in files:
+            key = f"{prefix}{f.name}"
+            kind = mimetypes.guess_type(f.name)[0] or "application/octet-stream"
+            store.put(bucket, key, f.read_bytes(), kind)
+            typer.echo(f"oss://{bucket}/{key}")
+    except StorageError as e:
+        raise CliError(
+            f"S3 at {s.s3_endpoint} failed ({e}); start the stack with `cropq up`, or check CROPQ_S3_ENDPOINT, "
+            "CROPQ_S3_ACCESS_KEY and CROPQ_S3_SECRET_KEY"
+        ) from None
 
 
 @app.command()
-def config() -> None:
+def config(
+    env_example: Annotated[
+        bool, typer.Option("--env-example", help="Print .env.example instead (placeholders and defaults).")
+    ] = False,
+) -> None:
     """List every setting (environment variable, default, description) as a Markdown table."""
-    from worker.settings import Settings
+    from cropq_cli.config_docs import env_example as make_env_example
+    from cropq_cli.config_docs import settings_table
 
-    typer.echo("| variable | default | description |\n|---|---|---|")
-    for name, field in Settings.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        if hasattr(default, "get_secret_value"):
-            default = "(secret)" if default.get_secret_value() else "(empty)"
-        typer.echo(f"| `CROPQ_{name.upper()}` | `{default}` | {field.description or ''} |")
+    typer.echo(make_env_example() if env_example else settings_table(), nl=False)
 
 
 def _mount_keys() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from cropq_cli.errors import CliError
 from cropq_cli.localstack import (
     ManagedProcess,
     free_port,
@@ -28,6 +29,7 @@ from cropq_cli.localstack import (
     start_valkey,
     start_worker,
 )
+from cropq_cli.stack_file import StackEndpoints, live_stack, remove_stack_file, write_stack_file
 from worker.settings import Settings
 
 DEMO_PROJECT = "demo"
@@ -72,6 +74,43 @@ def run_up(port: int | None, workers: int | None) -> int:
     base = Settings()
     data = base.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
+    _refuse_a_busy_start(data, base.api_host, port or base.api_port)
+    try:
+        return _run_stack(env_given, data, port, workers)
+    except (RuntimeError, TimeoutError) as e:  # a server that did not start: its log says why
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(f"{first.rstrip(':')}; see the logs under {data}") from None
+
+
+def _refuse_a_busy_start(data: Path, host: str, port: int) -> None:
+    """Fail before starting anything when the data folder or the API port is in use."""
+    running = live_stack(data)
+    if running is not None:
+        raise CliError(
+            f"`cropq up` (pid {running.pid}) is already running with the data folder {data} "
+            f"({running.endpoints.api_url}): use it, stop it, or set CROPQ_DATA_DIR to another folder"
+        )
+    if not _bindable(host, port):
+        raise CliError(
+            f"port {port} on {host} is taken: stop what listens there, or choose another port with "
+            "--port or CROPQ_API_PORT"
+        )
+
+
+def _bindable(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _run_stack(env_given: dict[str, str], data: Path, port: int | None, workers: int | None) -> int:
     procs: list[ManagedProcess] = []
     restarts: dict[str, Callable[[], ManagedProcess]] = {}
     env: dict[str, str] = {**env_given, "PYTHONUNBUFFERED": "1"}
@@ -128,11 +167,32 @@ def run_up(port: int | None, workers: int | None) -> int:
         url = f"http://{settings.api_host}:{settings.api_port}"
         if dev_key is not None:
             _prepare_demo(url, dev_key, settings)
+        write_stack_file(data, _endpoints(url, settings, dev_key))
         _banner(url, settings, dev_key, n, data)
         return _supervise(procs, restarts)
     finally:
+        remove_stack_file(data)  # before the stop: no second shell picks a stack that is going away
         for p in reversed(procs):
             p.stop()
+
+
+def _endpoints(url: str, s: Settings, key: dict[str, Any] | None) -> StackEndpoints:
+    """What the other commands need, as this stack runs (its generated ports and keys included)."""
+    if s.api_host in ("0.0.0.0", "::"):  # listens everywhere; a client on this host uses loopback
+        url = f"http://127.0.0.1:{s.api_port}"
+    return StackEndpoints(
+        api_url=url,
+        redis_url=s.redis_url,
+        s3_endpoint=s.s3_endpoint,
+        s3_access_key=s.s3_access_key,
+        s3_secret_key=s.s3_secret_key.get_secret_value(),
+        s3_secure=s.s3_secure,
+        queue_name=s.queue_name,
+        secret_key=s.secret_key.get_secret_value(),
+        access_keys=[key] if key is not None else [],
+        access_key_id=key["AccessKeyId"] if key is not None else None,
+        access_key_secret=key["AccessKeySecret"] if key is not None else None,
+    )
 
 
 def _port_free(port: int) -> bool:
