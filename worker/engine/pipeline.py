@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.engine.config import EngineConfig
+from worker.engine.config import EngineConfig, ObjectDetection
 from worker.engine.decode import Decoded, decode, from_array, shrink
 from worker.engine.detectors import COCO_CLASSES, DETECTOR_NAMES, Box, get_detector, persons_from_faces
 from worker.engine.features import saliency
@@ -85,16 +85,16 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
             cv2.resize(alpha, (ana.shape[1], ana.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32
         )
     det_img = _detection_copy(det, decoded.width * decoded.height, cfg)
-    faces = [b for b in get_detector("face").detect(det_img) if b.score >= cfg.face_threshold][
+    faces = [b for b in get_detector("face").detect(det_img, cfg) if b.score >= cfg.face_threshold][
         : cfg.max_faces
     ]
     kinds = {hint: detector_for_hint(hint) for hint in inclusion_hints}
     found: list[Box] = []
     if _objects_wanted(cfg.object_detection, faces, kinds.values()):
         # The working copy (320 px for a large source, up to 640 for a small one), which the detector
-        # resizes to a long side of 416: on COCO photos blown up to 12 MP, upsampling from 320 found people
-        # and the largest object as well as decoding at 416 did.
-        found = get_detector("object").detect(det)
+        # resizes to ``object_input_long_side`` (416): on COCO photos blown up to 12 MP, upsampling from
+        # 320 found people and the largest object as well as decoding at 416 did.
+        found = get_detector("object").detect(det, cfg)
     persons = [b for b in found if b.label == "person" and b.score >= cfg.person_threshold][: cfg.max_persons]
     objects = [b for b in found if b.label != "person" and b.score >= cfg.object_threshold][
         : cfg.max_detected_objects
@@ -106,11 +106,11 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
         elif kind == "face":
             hinted[hint] = faces[: cfg.max_objects]
         elif kind == "person":
-            hinted[hint] = (persons or persons_from_faces(faces))[: cfg.max_objects]
+            hinted[hint] = (persons or persons_from_faces(faces, cfg))[: cfg.max_objects]
         else:
             boxes = [b for b in found if b.label == kind and b.score >= cfg.hint_object_threshold]
             if kind in DETECTOR_NAMES:  # a detector of its own (cat faces, eyes, smiles, plates, text)
-                boxes += get_detector(kind).detect(det_img)
+                boxes += get_detector(kind).detect(det_img, cfg)
             hinted[hint] = sorted(boxes, key=lambda b: -b.score)[: cfg.max_objects]
     importance = saliency(
         ana,
@@ -127,7 +127,7 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
     )
 
 
-def _objects_wanted(mode: str, faces: list[Box], kinds: Iterable[str | None]) -> bool:
+def _objects_wanted(mode: ObjectDetection, faces: list[Box], kinds: Iterable[str | None]) -> bool:
     """Whether the object detector runs: per ``EngineConfig.object_detection``, and for any hint that
     names one of its classes unless it is "off"."""
     if mode == "always" or (mode == "no_faces" and not faces):
@@ -149,7 +149,7 @@ def _targets(
     for f in faces:
         # Every face counts; larger faces a little more (they are what a viewer notices first).
         size = float(np.sqrt(f.area / largest)) if largest > 0 else 1.0
-        weight = cfg.face_weight * (0.6 + 0.4 * size)
+        weight = cfg.face_weight * ((1.0 - cfg.face_size_share) + cfg.face_size_share * size)
         if f.area >= largest:
             weight += cfg.largest_face_bonus
         # A margin around the detector's tight box: hair, ears and chin belong to the face (thumbor
@@ -158,7 +158,7 @@ def _targets(
         out.append(
             Target(
                 max(0.0, f.x0 - mx) * w,
-                max(0.0, f.y0 - 1.5 * my) * h,
+                max(0.0, f.y0 - cfg.face_hair_margin * my) * h,
                 min(1.0, f.x1 + mx) * w,
                 min(1.0, f.y1 + my) * h,
                 weight,
@@ -166,7 +166,7 @@ def _targets(
                 "face",
             )
         )
-    for p in persons_from_faces(faces):
+    for p in persons_from_faces(faces, cfg):
         out.append(Target(p.x0 * w, p.y0 * h, p.x1 * w, p.y1 * h, cfg.person_weight, 0.0, "person"))
     largest_p = max((p.area for p in persons), default=0.0)
     for p in persons:
@@ -217,7 +217,7 @@ def _crop(
 
     for text, ratio in zip(requested, parsed, strict=True):
         if ratio is None:
-            ratio, win = _auto(best_for)
+            ratio, win = _auto(best_for, cfg.auto_importance_weight)
             croppings.append(CropSuggestion(str(ratio), win.rect, round(win.confidence, 4)))
         else:
             win = best_for(ratio)
@@ -225,7 +225,11 @@ def _crop(
     matched = [
         hint
         for hint, boxes in analysis.hinted.items()
-        if any(_inside(b, c.rect, decoded.width, decoded.height) for b in boxes for c in croppings)
+        if any(
+            _inside(b, c.rect, decoded.width, decoded.height, cfg.hint_match_tolerance)
+            for b in boxes
+            for c in croppings
+        )
     ]
     return CropResult(
         decoded.width, decoded.height, croppings, matched, detections(analysis, decoded.width, decoded.height)
@@ -250,23 +254,23 @@ def detections(analysis: Analysis, width: int, height: int) -> list[Detected]:
     return found
 
 
-def _auto(best_for: Callable[[AspectRatio], Window]) -> tuple[AspectRatio, Window]:
+def _auto(best_for: Callable[[AspectRatio], Window], importance_weight: float) -> tuple[AspectRatio, Window]:
     """`auto`: the common ratio whose crop throws away the most area per unit of importance lost,
-    i.e. the largest (area lost - importance lost); ties go to the larger crop."""
+    i.e. the largest (area lost - importance_weight x importance lost); ties go to the larger crop."""
     scored: list[tuple[float, float, int, AspectRatio, Window]] = []
     for i, r in enumerate(_AUTO_RATIOS):
         win = best_for(r)
-        gain = (1.0 - win.area_frac) - (1.0 - win.kept) * 2.0
+        gain = (1.0 - win.area_frac) - (1.0 - win.kept) * importance_weight
         scored.append((gain, win.area_frac, -i, r, win))
     scored.sort(key=lambda t: (t[0], t[1], t[2]), reverse=True)
     _, _, _, ratio, win = scored[0]
     return ratio, win
 
 
-def _inside(b: Box, rect: Rect, width: int, height: int) -> bool:
-    """Whether the crop holds the object: whole, or, on an axis where the object is longer than the crop,
-    as much of it as a crop of that size can (a close-up cat is wider than its square crop)."""
-    tol = 1.0
+def _inside(b: Box, rect: Rect, width: int, height: int, tol: float) -> bool:
+    """Whether the crop holds the object (within ``tol`` px): whole, or, on an axis where the object is
+    longer than the crop, as much of it as a crop of that size can (a close-up cat is wider than its
+    square crop)."""
 
     def holds(lo: float, hi: float, start: int, end: int) -> bool:
         if hi - lo <= end - start + tol:

@@ -1,4 +1,4 @@
-"""Window search: every window of an exact ratio, over several scales, scored with summed-area tables.
+"""Window search: every position of the largest window of an exact ratio, scored with summed-area tables.
 
 Windows live in full-image integer pixels (so the ratio is exact to the pixel); their scores are read
 from the analysis-size maps through a summed-area table sampled with bilinear interpolation, which is
@@ -92,8 +92,9 @@ class Scene:
         (:meth:`best` reads the windows' mass from it too)."""
         # At most a quarter of the window: on extreme shapes (a 1-pixel strip) a wider band would make
         # every window but the ones at the ends all edge.
-        band_x = min(max(0.5, 0.02 * self.w), ww / 4)
-        band_y = min(max(0.5, 0.02 * self.h), hh / 4)
+        band = self.config.edge_band
+        band_x = min(max(0.5, band * self.w), ww / 4)
+        band_y = min(max(0.5, band * self.h), hh / 4)
         eps = 1e-6
         out = np.zeros((tops.size, lefts.size), dtype=np.float64)
         # Edges lying on the image border cut nothing; the largest window of a ratio spans the whole
@@ -123,63 +124,54 @@ class Scene:
         ox = np.clip(np.minimum(lefts[None] + ww, b[:, 2:3]) - np.maximum(lefts[None], b[:, 0:1]), 0, bw) / bw
         oy = np.clip(np.minimum(tops[None] + hh, b[:, 3:4]) - np.maximum(tops[None], b[:, 1:2]), 0, bh) / bh
         f = oy[:, :, None] * ox[:, None, :]  # (targets, tops, lefts): fraction of each box kept
-        # Whole objects count (f**8); a crop edge through one costs most when it keeps nearly all of it
-        # (sqrt keeps the cost steep near f = 1, where a few pixels decide "kept" or "cut").
-        gain = np.einsum("t,tyx->yx", b[:, 4], f**8)
+        # Whole objects count (f ** target_keep_exponent); a crop edge through one costs most when it
+        # keeps nearly all of it (sqrt keeps the cost steep near f = 1, where a few pixels decide "kept"
+        # or "cut"; the 2 makes a half-cut box cost its full cut_cost).
+        gain = np.einsum("t,tyx->yx", b[:, 4], f**self.config.target_keep_exponent)
         cost = np.einsum("t,tyx->yx", b[:, 5], 2.0 * np.sqrt(f * (1.0 - f)))
         return gain, cost, float(b[:, 4].sum())
 
     # -- the search ---------------------------------------------------------------------------------
-    def window_sizes(self, rw: int, rh: int) -> list[tuple[int, int, float]]:
-        """(width, height, scale) in full pixels: the largest window of ratio rw:rh, then smaller ones."""
+    def window_size(self, rw: int, rh: int) -> tuple[int, int]:
+        """(width, height) in full pixels of the largest window of ratio rw:rh. Smaller windows are not
+        searched: they almost never won, and are judged (and used) at full size anyway."""
         width, height = self.width, self.height
         r = rw / rh
-        out: list[tuple[int, int, float]] = []
-        for s in self.config.scales:
-            if width / height >= r:
-                h = max(1, min(height, round(height * s)))
-                w = max(1, min(width, round(h * r)))
-            else:
-                w = max(1, min(width, round(width * s)))
-                h = max(1, min(height, round(w / r)))
-            if (w, h) not in [(a, b) for a, b, _ in out]:
-                out.append((w, h, s))
-        return out
+        if width / height >= r:
+            h = height
+            w = max(1, min(width, round(h * r)))
+        else:
+            w = width
+            h = max(1, min(height, round(w / r)))
+        return w, h
 
     def best(self, rw: int, rh: int) -> Window:
+        """The best position of the largest window of ratio rw:rh: it slides along one axis at full
+        analysis resolution."""
         cfg = self.config
-        best: Window | None = None
-        for cw, ch, scale in self.window_sizes(rw, rh):
-            # The largest size slides along one axis at full analysis resolution; smaller sizes slide in
-            # 2-D on a coarser grid (they rarely win, and a 2-D grid at full resolution costs ~10x).
-            steps_x, steps_y = (self.w, self.h) if scale >= 1.0 else (self.w // 4, self.h // 4)
-            lefts_full = _positions(self.width - cw, steps_x)
-            tops_full = _positions(self.height - ch, steps_y)
-            lefts = lefts_full * self.sx
-            tops = tops_full * self.sy
-            ww, hh = cw * self.sx, ch * self.sy
-            rows = self._span(self.sat, tops, hh, 0)
-            kept = self._span(rows, lefts, ww, 1) / self.total
-            edge = self._edge_mass(rows, tops, lefts, hh, ww) / self.total
-            gain, cost, avail = self._targets(tops, lefts, hh, ww)
-            area = (cw * ch) / (self.width * self.height)
-            score = kept - cfg.border_penalty * edge + gain - cost - cfg.area_weight * (1.0 - scale * scale)
-            k = int(np.argmax(score))
-            iy, ix = np.unravel_index(k, score.shape)
-            conf = float(kept[iy, ix])
-            if avail > 0:
-                conf = 0.5 * conf + 0.5 * float(gain[iy, ix] / avail)
-            cand = Window(
-                rect=Rect(int(lefts_full[ix]), int(tops_full[iy]), cw, ch),
-                score=float(score[iy, ix]),
-                confidence=min(1.0, max(0.0, conf)),
-                kept=float(kept[iy, ix]),
-                area_frac=area,
-            )
-            if best is None or cand.score > best.score + 1e-12:
-                best = cand
-        assert best is not None  # window_sizes always yields at least one size
-        return best
+        cw, ch = self.window_size(rw, rh)
+        lefts_full = _positions(self.width - cw, self.w)
+        tops_full = _positions(self.height - ch, self.h)
+        lefts = lefts_full * self.sx
+        tops = tops_full * self.sy
+        ww, hh = cw * self.sx, ch * self.sy
+        rows = self._span(self.sat, tops, hh, 0)
+        kept = self._span(rows, lefts, ww, 1) / self.total
+        edge = self._edge_mass(rows, tops, lefts, hh, ww) / self.total
+        gain, cost, avail = self._targets(tops, lefts, hh, ww)
+        score = kept - cfg.border_penalty * edge + gain - cost
+        iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
+        conf = float(kept[iy, ix])
+        if avail > 0:
+            share = cfg.confidence_target_share
+            conf = (1.0 - share) * conf + share * float(gain[iy, ix] / avail)
+        return Window(
+            rect=Rect(int(lefts_full[ix]), int(tops_full[iy]), cw, ch),
+            score=float(score[iy, ix]),
+            confidence=min(1.0, max(0.0, conf)),
+            kept=float(kept[iy, ix]),
+            area_frac=(cw * ch) / (self.width * self.height),
+        )
 
 
 def _positions(span: int, analysis_size: int) -> F64:

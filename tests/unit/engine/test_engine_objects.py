@@ -48,10 +48,17 @@ def test_finds_the_cat_and_the_cup(chelsea: NDArray[np.uint8], coffee: NDArray[n
     assert not any(b.label == "person" and b.score >= EngineConfig().person_threshold for b in found)
 
 
-def test_the_engine_never_asks_below_the_detector_threshold() -> None:
+def test_the_detector_returns_nothing_below_its_candidate_threshold(astronaut: NDArray[np.uint8]) -> None:
+    # The engine's lowest score (hint_object_threshold) is the default candidate threshold, which
+    # EngineConfig refuses to go under.
     cfg = EngineConfig()
-    lowest = min(cfg.person_threshold, cfg.object_threshold, cfg.hint_object_threshold)
-    assert lowest >= get_detector("object").threshold  # type: ignore[attr-defined]
+    assert cfg.object_candidate_threshold == cfg.hint_object_threshold
+    strict = EngineConfig(
+        object_candidate_threshold=0.6, person_threshold=0.6, object_threshold=0.6, hint_object_threshold=0.6
+    )
+    found = get_detector("object").detect(astronaut, strict)
+    assert found and min(b.score for b in found) >= 0.6
+    assert len(found) < len(get_detector("object").detect(astronaut, cfg))
 
 
 def test_boxes_are_fractions_sorted_by_score(astronaut: NDArray[np.uint8]) -> None:

@@ -79,14 +79,15 @@ def test_an_object_longer_than_the_crop_is_held_when_the_crop_lies_within_it() -
     from worker.engine.pipeline import _inside
     from worker.engine.types import Rect
 
+    tol = EngineConfig().hint_match_tolerance
     wide = detectors.Box(0.1, 0.2, 0.9, 0.6, 0.9, "cat")  # 800 x 400 px of a 1000 x 1000 image
-    assert _inside(wide, Rect(300, 150, 500, 500), 1000, 1000)  # inside its width, all its height
-    assert not _inside(wide, Rect(50, 150, 500, 500), 1000, 1000)  # runs past its left edge
-    assert not _inside(wide, Rect(300, 250, 500, 500), 1000, 1000)  # cuts its top, which would fit
-    assert _inside(wide, Rect(0, 0, 1000, 1000), 1000, 1000)  # the whole of it
+    assert _inside(wide, Rect(300, 150, 500, 500), 1000, 1000, tol)  # inside its width, all its height
+    assert not _inside(wide, Rect(50, 150, 500, 500), 1000, 1000, tol)  # runs past its left edge
+    assert not _inside(wide, Rect(300, 250, 500, 500), 1000, 1000, tol)  # cuts its top, which would fit
+    assert _inside(wide, Rect(0, 0, 1000, 1000), 1000, 1000, tol)  # the whole of it
     small = detectors.Box(0.4, 0.4, 0.5, 0.5, 0.9, "face")
-    assert _inside(small, Rect(300, 300, 300, 300), 1000, 1000)
-    assert not _inside(small, Rect(450, 300, 300, 300), 1000, 1000)  # half of it
+    assert _inside(small, Rect(300, 300, 300, 300), 1000, 1000, tol)
+    assert not _inside(small, Rect(450, 300, 300, 300), 1000, 1000, tol)  # half of it
 
 
 @pytest.mark.parametrize("hint", ["person", "人", "行人", "people"])
@@ -206,7 +207,9 @@ def test_largest_face_wins_over_a_small_one() -> None:
     class Stub:
         name = "face"
 
-        def detect(self, rgb: NDArray[np.uint8]) -> list[detectors.Box]:
+        def detect(
+            self, rgb: NDArray[np.uint8], config: EngineConfig = detectors.DEFAULT_CONFIG
+        ) -> list[detectors.Box]:
             small = detectors.Box(0.80, 0.2, 0.84, 0.26, 0.9, "face")
             return [detectors.Box(0.10, 0.3, 0.24, 0.6, 0.9, "face"), small]
 
