@@ -1,8 +1,10 @@
-"""Operations: liveness, readiness (Redis and S3 reachable) and Prometheus metrics."""
+"""Operations: liveness, readiness (Redis and S3 reachable) and Prometheus metrics: this process's on
+``/metrics`` (scrape every replica), the cluster's on ``/metrics/cluster`` (scrape one): api/metrics.py."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis
 from fastapi import APIRouter, Request, Response
@@ -10,10 +12,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.sentinel import MasterNotFoundError
 
-from worker import keys
-from worker.stats import render_prometheus
+from api.metrics import read_cluster_figures, render_cluster
 
 router = APIRouter(tags=["operations"])
+REDIS_SECONDS = 2.0
 
 
 def redis_trouble(e: BaseException) -> str:
@@ -62,23 +64,38 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
+_TEXT_FORMAT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+
 @router.get("/metrics", operation_id="metrics")
-async def metrics(request: Request) -> Response:
+async def metrics() -> Response:
+    """This process's figures only (requests, latency, jobs it accepted): sum them over the replicas."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/metrics/cluster",
+    operation_id="metrics_cluster",
+    response_class=Response,
+    responses={
+        **_TEXT_FORMAT,
+        503: {"description": "Redis is unreachable: the cluster's figures are unknown."},
+    },
+)
+async def metrics_cluster(request: Request) -> Response:
+    """The service's figures read from Redis (queues, jobs by outcome, callbacks, live workers): the same on
+    every replica, so scrape this once. A 503 while Redis is down marks the scrape failed (``up`` 0)
+    instead of reporting zeros."""
     state = request.app.state
-    lines = [generate_latest().decode()]
     try:
-        backlog = await state.redis.llen(state.settings.queue_name)
-        workers = 0
-        async for _ in state.redis.scan_iter(match=keys.worker_heartbeat("*"), count=100):
-            workers += 1
-        lines.append(
-            "# HELP cropq_queue_backlog Crop jobs waiting in the queue\n# TYPE cropq_queue_backlog gauge\n"
-            f"cropq_queue_backlog {backlog}\n"
-            "# HELP cropq_workers_alive Worker processes with a fresh heartbeat\n"
-            "# TYPE cropq_workers_alive gauge\n"
-            f"cropq_workers_alive {workers}\n"
+        figures = await asyncio.wait_for(
+            read_cluster_figures(state.redis, state.settings.queue_name), timeout=REDIS_SECONDS
         )
-        lines.append(render_prometheus(await state.redis.hgetall(keys.STATS)))
-    except Exception:
-        pass  # metrics must not fail because Redis is down; readyz says so
-    return Response("".join(lines), media_type=CONTENT_TYPE_LATEST)
+    except Exception as e:
+        return Response(f"Redis unavailable: {redis_trouble(e)}\n", status_code=503, media_type="text/plain")
+    return Response(render_cluster(figures), media_type=CONTENT_TYPE_LATEST)
