@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from cropq_cli.crop import run_crop_cli
 from tests.unit.engine.engine_helpers import encode
-from worker.engine.config import EngineConfig
+from worker.engine.config import EngineConfig, ObjectDetection
 from worker.settings import Settings, engine_config, get_settings
 
 
@@ -30,6 +31,40 @@ def test_engine_config_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> 
     cfg = engine_config(Settings())
     assert (cfg.detect_long_side, cfg.object_detection, cfg.max_pixels) == (640, "hint", 5_000_000)
     assert cfg.analysis_long_side == EngineConfig().analysis_long_side  # the rest is the engine's own
+
+
+def test_the_settings_offer_exactly_the_engine_modes() -> None:
+    annotation = Settings.model_fields["object_detection"].annotation
+    assert get_args(annotation) == get_args(ObjectDetection)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {
+            "face_detect_long_side": 160,
+            "max_image_pixels": 1,
+            "decode_memory_mb": 64,
+            "decode_time_limit_seconds": 0.001,
+            "render_max_side": 16,
+            "render_time_limit_seconds": 0.001,
+            "object_detection": "off",
+        },
+        {
+            "face_detect_long_side": 1280,
+            "decode_time_limit_seconds": 300,
+            "render_max_side": 16384,
+            "render_time_limit_seconds": 300,
+            "object_detection": "no_faces",
+        },
+    ],
+)
+def test_every_value_the_settings_accept_makes_a_valid_engine_config(values: dict[str, Any]) -> None:
+    # EngineConfig checks its ranges when built: none of them may be narrower than the settings' own.
+    cfg = engine_config(Settings(**values))
+    assert cfg.detect_long_side == values["face_detect_long_side"]
+    assert cfg.render_max_side == values["render_max_side"]
+    assert cfg.object_detection == values["object_detection"]
 
 
 @pytest.mark.parametrize("value", ["100", "5000", "big"])

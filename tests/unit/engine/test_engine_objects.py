@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 from skimage import data as skdata
 
 from tests.unit.engine.engine_helpers import ASTRONAUT_FACE, assert_valid, encode
-from worker.engine.config import EngineConfig
+from worker.engine.config import EngineConfig, ObjectDetection
 from worker.engine.decode import from_array
 from worker.engine.detectors import OBJECT_MODEL, Box, ObjectDetector, get_detector
 from worker.engine.pipeline import _targets, analyse, detect_crops
@@ -103,7 +103,7 @@ def test_deterministic(astronaut: NDArray[np.uint8]) -> None:
     ],
 )
 def test_when_the_detector_runs(
-    astronaut: NDArray[np.uint8], mode: str, hints: tuple[str, ...], runs: bool
+    astronaut: NDArray[np.uint8], mode: ObjectDetection, hints: tuple[str, ...], runs: bool
 ) -> None:
     cfg = EngineConfig(object_detection=mode)
     ana = analyse(from_array(astronaut, cfg), hints, cfg)
