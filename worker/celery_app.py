@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
+from worker import tracing
 from worker.celery_config import build_app
 from worker.contracts import (
     BATCH_FEED_TASK,
@@ -55,6 +56,18 @@ def _logging(**_: Any) -> None:
     """Replace Celery's log setup with ours: JSON lines, the RequestId bound on every task's lines."""
     s = get_settings()
     configure_logging(s.log_level, s.log_json)
+
+
+@worker_process_init.connect
+def _start_tracing(**_: Any) -> None:
+    """Tracing starts in each pool child, after the fork: an exporter's thread and connections never
+    cross a fork. Off (the default) imports nothing."""
+    tracing.start_tracing(get_settings(), "cropq-worker")
+
+
+@worker_process_shutdown.connect
+def _stop_tracing(**_: Any) -> None:
+    tracing.stop_tracing()
 
 
 app = make_celery()
