@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +17,8 @@ BOOT = '[{"AccessKeyId": "BOOTKEY001", "AccessKeySecret": "boot-secret-012345678
 
 
 @pytest.fixture
-def cli_env(aredis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def cli_env(aredis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("CROPQ_DATA_DIR", str(tmp_path))  # no `cropq up` of the developer's is consulted
     monkeypatch.setenv("CROPQ_REDIS_URL", redis_url)
     monkeypatch.setenv("CROPQ_SECRET_KEY", "cli-test-key-0123456789abcdef0123456")
     monkeypatch.setenv("CROPQ_ACCESS_KEYS", BOOT)
