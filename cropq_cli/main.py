@@ -29,7 +29,8 @@ def up(
     ] = None,
 ) -> None:
     """Run the API and workers in the foreground (plus embedded Valkey and SeaweedFS unless
-    CROPQ_REDIS_URL / CROPQ_S3_ENDPOINT point at running servers). Ctrl-C stops everything."""
+    CROPQ_REDIS_URL / CROPQ_S3_ENDPOINT point at running servers). Its endpoints and development key go to
+    CROPQ_DATA_DIR/stack.json, where the other commands find them. Ctrl-C stops everything."""
     from cropq_cli.stack import run_up
 
     raise typer.Exit(run_up(port, workers))
@@ -83,8 +84,8 @@ def upload(
             typer.echo(f"oss://{bucket}/{key}")
     except StorageError as e:
         raise CliError(
-            f"S3 at {s.s3_endpoint} failed ({e}); start the stack with `cropq up`, or check CROPQ_S3_ENDPOINT, "
-            "CROPQ_S3_ACCESS_KEY and CROPQ_S3_SECRET_KEY"
+            f"S3 at {s.s3_endpoint} failed ({e}); start the stack with `cropq up`, or check "
+            "CROPQ_S3_ENDPOINT, CROPQ_S3_ACCESS_KEY and CROPQ_S3_SECRET_KEY"
         ) from None
 
 

@@ -263,6 +263,10 @@ def _banner(url: str, s: Settings, key: dict[str, Any] | None, workers: int, dat
         )
         _say(f"  Upload your own: cropq upload photo.jpg --bucket {DEMO_BUCKET}")
         _say(
+            f"  From another shell in this folder (no variables needed): "
+            f"cropq submit photo.jpg --project {DEMO_PROJECT}"
+        )
+        _say(
             f"  Or open {url}/ui (project {DEMO_PROJECT}; render target "
             f"oss://{DEMO_THUMBS}/{{Stem}}/{{Ratio}}.webp)"
         )
