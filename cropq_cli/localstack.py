@@ -358,15 +358,15 @@ def wait_for_workers(
     node_prefix: str = "",
     procs: Sequence[ManagedProcess] = (),
 ) -> None:
-    """Ready when ``count`` workers whose node names start with ``node_prefix`` have written their
-    heartbeat (they are consuming by then); fails early if one of ``procs`` exits."""
-    from worker import keys
+    """Ready when ``count`` workers whose node names start with ``node_prefix`` are in the heartbeat set
+    (they are consuming by then); fails early if one of ``procs`` exits."""
+    from worker.heartbeats import alive_nodes
     from worker.redis_clients import sync_client
 
     client = sync_client(redis_url)
 
     def ready() -> bool:
-        return len(list(client.scan_iter(match=keys.worker_heartbeat(f"{node_prefix}*"), count=100))) >= count
+        return len(alive_nodes(client, node_prefix)) >= count
 
     try:
         wait_until(ready, timeout, f"{count} worker(s)", procs)
