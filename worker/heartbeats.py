@@ -25,9 +25,6 @@ def beat(client: redis.Redis, node: str, now: float | None = None) -> None:
     with client.pipeline(transaction=False) as pipe:
         pipe.zadd(keys.WORKER_HEARTBEATS, {node: at})
         pipe.zremrangebyscore(keys.WORKER_HEARTBEATS, "-inf", f"({stale_before(at)}")
-        # The local stack's wait_for_workers still looks for this per-node key; drop it once it reads
-        # alive_nodes() instead.
-        pipe.set(keys.worker_heartbeat(node), at, ex=int(ALIVE_WINDOW_SECONDS))
         pipe.execute()
 
 
@@ -35,7 +32,6 @@ def forget(client: redis.Redis, node: str) -> None:
     """A node that shut down leaves the count at once instead of after the window."""
     with client.pipeline(transaction=False) as pipe:
         pipe.zrem(keys.WORKER_HEARTBEATS, node)
-        pipe.delete(keys.worker_heartbeat(node))
         pipe.execute()
 
 

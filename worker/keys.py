@@ -97,10 +97,6 @@ def auth_failed_pair(key_id: str, address: str) -> str:
     return f"{PREFIX}:authfail:pair:{key_id}:{address}"
 
 
-def worker_heartbeat(hostname: str) -> str:
-    return f"{PREFIX}:worker:{hostname}"
-
-
 WORKER_HEARTBEATS = f"{PREFIX}:workers"
 
 STATS = f"{PREFIX}:stats"  # hash of service-wide counters (worker.stats)

@@ -182,14 +182,14 @@ def test_operations_endpoints(stack: Stack) -> None:
         assert c.get("/healthz").json() == {"Status": "ok"}
         ready = c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["Checks"] == {"Redis": "ok", "Storage": "ok"}
-        metrics = c.get("/metrics").text
-        assert (
-            "cropq_jobs_submitted_total" in metrics
-            and int(re.findall(r"cropq_workers_alive (\d+)", metrics)[0]) >= 2
-        )
-        succeeded = re.search(r'cropq_jobs_total\{status="Succeeded"\} (\d+)', metrics)
-        assert succeeded and int(succeeded.group(1)) >= 1, metrics
-        assert re.search(r"cropq_crop_seconds_count [1-9]", metrics), metrics
+        metrics = c.get("/metrics").text  # this API process's figures
+        assert re.search(r'cropq_jobs_submitted_total\{face="native"\} [1-9]', metrics), metrics
+        assert "cropq_cluster_" not in metrics
+        cluster = c.get("/metrics/cluster").text  # the service's figures, read from Redis
+        assert int(re.findall(r"cropq_cluster_workers_alive (\d+)", cluster)[0]) >= 2
+        succeeded = re.search(r'cropq_cluster_jobs_finished_total\{status="Succeeded"\} (\d+)', cluster)
+        assert succeeded and int(succeeded.group(1)) >= 1, cluster
+        assert re.search(r"cropq_cluster_crop_seconds_count [1-9]", cluster), cluster
         assert c.get("/openapi.json").json()["info"]["title"] == "cropq"
         assert c.get("/docs").status_code == 200
 
