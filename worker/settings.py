@@ -256,14 +256,24 @@ class Settings(BaseSettings):
     )
     # --- client commands (cropq submit / status) ---
     api_url: str | None = Field(
-        None, description="API base URL for `cropq submit/status` (default: api_host:api_port)."
+        None,
+        description="API base URL for `cropq submit/status/batch/jobs` (default: the running `cropq up`'s, "
+        "from its stack.json, else api_host:api_port).",
     )
-    access_key_id: str | None = Field(None, description="AccessKeyId `cropq submit/status` sign in with.")
+    access_key_id: str | None = Field(
+        None,
+        description="AccessKeyId the client commands sign in with (default: the running `cropq up`'s "
+        "development key).",
+    )
     access_key_secret: SecretStr | None = Field(
-        None, description="AccessKeySecret for `cropq submit/status`."
+        None, description="AccessKeySecret of CROPQ_ACCESS_KEY_ID."
     )
     # --- local stack ---
-    data_dir: Path = Field(Path(".cropq"), description="Folder for the embedded Valkey and SeaweedFS data.")
+    data_dir: Path = Field(
+        Path(".cropq"),
+        description="`cropq up`'s folder: embedded Valkey and SeaweedFS data, logs, generated keys and "
+        "stack.json (its endpoints and development key, read by the other commands).",
+    )
     workers: int = Field(2, ge=1, le=64, description="Worker processes `cropq up` starts.")
     worker_concurrency: int = Field(1, ge=1, le=64, description="Prefork children per worker process.")
     tracing: Literal["off", "otlp", "console"] = Field(
@@ -286,6 +296,12 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return json.loads(v) if v.strip() else []
         return v
+
+    @field_validator("s3_region", "api_url", "access_key_id", "access_key_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        # `CROPQ_S3_REGION=` in an .env file means "not set", not a region named "".
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("webhook_allowed_cidrs", "source_allowed_cidrs")
     @classmethod
