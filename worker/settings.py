@@ -265,9 +265,7 @@ class Settings(BaseSettings):
         description="AccessKeyId the client commands sign in with (default: the running `cropq up`'s "
         "development key).",
     )
-    access_key_secret: SecretStr | None = Field(
-        None, description="AccessKeySecret of CROPQ_ACCESS_KEY_ID."
-    )
+    access_key_secret: SecretStr | None = Field(None, description="AccessKeySecret of CROPQ_ACCESS_KEY_ID.")
     # --- local stack ---
     data_dir: Path = Field(
         Path(".cropq"),
@@ -278,8 +276,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, ge=1, le=64, description="Prefork children per worker process.")
     tracing: Literal["off", "otlp", "console"] = Field(
         "off",
-        description="OpenTelemetry traces (needs the `otel` extra): `otlp` exports to the collector the standard "
-        "OTEL_EXPORTER_OTLP_* variables name, `console` prints spans; `off` loads nothing.",
+        description="OpenTelemetry traces (needs the `otel` extra): `otlp` exports to the collector the "
+        "standard OTEL_EXPORTER_OTLP_* variables name, `console` prints spans; `off` loads nothing.",
     )
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (one event per line); false gives console logs.")
