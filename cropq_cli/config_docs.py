@@ -35,12 +35,14 @@ to and a note on choosing the real value: the only lines of the file not taken f
 
 COMPOSE_PASSES = frozenset(
     {"s3_region", "access_keys", "result_ttl_seconds", "rate_limit_per_minute", "webhook_allowed_cidrs"}
-    | {"log_level", "log_json"}
+    | {"log_level", "log_json", "queue_name"}
 )
 """The optional settings docker-compose.yml passes from .env to its services (``${VAR:-default}``); it
 fixes a few others to its own services and leaves the rest at their defaults (a unit test compares)."""
 
 NOTES: dict[str, str] = {
+    "max_wait_seconds": "In compose or Kubernetes, keep the API's UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN (35 s) above "
+    "it and its stop grace above both.",
     "task_hard_time_limit": "In compose or Kubernetes, raise the worker's stop_grace_period / "
     "terminationGracePeriodSeconds above it in the same change.",
     "webhook_timeout_seconds": "Compose and Kubernetes keep the default: their callback workers' stop grace "
