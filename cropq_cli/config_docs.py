@@ -41,7 +41,8 @@ COMPOSE_PASSES = frozenset(
 fixes a few others to its own services and leaves the rest at their defaults (a unit test compares)."""
 
 NOTES: dict[str, str] = {
-    "max_wait_seconds": "In compose or Kubernetes, keep the API's UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN (35 s) above "
+    "max_wait_seconds": "In compose or Kubernetes, keep the API's UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN (35 s) "
+    "above "
     "it and its stop grace above both.",
     "task_hard_time_limit": "In compose or Kubernetes, raise the worker's stop_grace_period / "
     "terminationGracePeriodSeconds above it in the same change.",
