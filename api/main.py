@@ -6,23 +6,23 @@ It never decodes images (OpenCV is never imported here).
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 
 from api.auth.keystore import AccessKeyStore
-from api.errors import install_error_handlers, new_request_id
+from api.errors import install_error_handlers
 from api.job_lifecycle import sync_redis_client
 from api.limits import BodyLimitMiddleware
-from api.metrics import HTTP_SECONDS
 from api.openapi import install_openapi
+from api.request_context import install_request_context
 from api.routes import batches, health, jobs, projects, rpc, ui
+from api.tracing import install_tracing
 from api.uploads import body_limit
 from worker.celery_config import producer_app
 from worker.logs import configure_logging
@@ -75,31 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = new_request_id()
-        request.state.request_id = rid
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - t0
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_SECONDS.labels(request.method, route, str(response.status_code)).observe(elapsed)
-        response.headers.setdefault("x-acs-request-id", rid)
-        log.info(
-            "http_request",
-            method=request.method,
-            route=route,
-            status=response.status_code,
-            ms=round(elapsed * 1000, 1),
-        )
-        return response
+    install_request_context(app)  # RequestId, X-Request-Id, the request log line and its latency
 
     # Added last, so it is the outermost of our middleware: no layer reads a byte of an oversized body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_body_bytes, upload_max_bytes=body_limit(s))
+    install_tracing(app, s)  # CROPQ_TRACING: the request's span, outermost, and the trace into tasks
 
     app.include_router(health.router)
     app.include_router(projects.router)

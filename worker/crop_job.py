@@ -24,8 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +40,7 @@ from worker.jobstore import JobNotFound
 from worker.render_targets import TargetError
 from worker.settings import Settings
 from worker.storage import StorageError, StorageUnavailable
+from worker.tracing import NO_TRACING, Tracer
 
 log = structlog.get_logger("cropq.worker")
 
@@ -61,24 +61,6 @@ class RunStore(Protocol):
     def callback_queued(self, request_id: str) -> bool: ...
     def mark_callback_queued(self, request_id: str) -> None: ...
 
-
-class Tracer(Protocol):
-    """Spans around a run's steps (worker/tracing.py); ``NO_TRACING`` when tracing is off."""
-
-    def span(self, name: str) -> AbstractContextManager[None]: ...
-    def engine_stages(self) -> AbstractContextManager[None]: ...
-
-
-class _NoTracer:
-    @contextlib.contextmanager
-    def span(self, name: str) -> Iterator[None]:
-        yield
-
-    def engine_stages(self) -> AbstractContextManager[None]:
-        return self.span("")
-
-
-NO_TRACING: Tracer = _NoTracer()
 
 Fetch = Callable[[CropTaskMessage], bytes]
 Engine = Callable[[bytes, CropTaskMessage], CropResult]

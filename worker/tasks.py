@@ -143,6 +143,9 @@ def crop(self: Task[Any, Any], message: dict[str, Any], outage_since: float | No
     structlog.contextvars.bind_contextvars(
         request_id=msg.RequestId, task_id=self.request.id, retry=int(self.request.retries or 0)
     )
+    trace_id = tracing.current_trace_id()  # the Celery run span's, continuing the API's trace
+    if trace_id is not None:
+        structlog.contextvars.bind_contextvars(trace_id=trace_id)
     s = get_settings()
     outcome = run_crop_job(
         msg,

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from worker.crop_job import NO_TRACING, Tracer
 from worker.engine.stages import reporting_stages
 from worker.settings import Settings
 
@@ -29,6 +29,27 @@ INSTRUMENTATION_NAME = "cropq"
 
 _provider: TracerProvider | None = None
 """This process's provider once tracing is on."""
+
+
+class Tracer(Protocol):
+    """Spans around a crop run's steps (worker/crop_job.py): fetch, engine (its stages below it), render,
+    store, callback."""
+
+    def span(self, name: str) -> AbstractContextManager[None]: ...
+    def engine_stages(self) -> AbstractContextManager[None]: ...
+
+
+class _NoTracer:
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        yield
+
+    def engine_stages(self) -> AbstractContextManager[None]:
+        return self.span("")
+
+
+NO_TRACING: Tracer = _NoTracer()
+"""Tracing off: no span, nothing imported."""
 
 
 class TracingUnavailable(RuntimeError):

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.contracts import Cropping, CropTaskMessage, Job, JobStatus, RenderedOutput, RenderSpec
-from worker.crop_job import NO_TRACING, CropDeps, Tracer
+from worker.crop_job import CropDeps
 from worker.engine.types import CropResult, CropSuggestion, Detected, Rect
 from worker.jobstore import JobNotFound
+from worker.tracing import NO_TRACING, Tracer
 
 RID = "5D3B7A4E-0000-4000-8000-00000000C0DE"
 MSG = CropTaskMessage(RequestId=RID, ProjectName="p", Bucket="b", Key="k.jpg", AspectRatios=["1:1"])
