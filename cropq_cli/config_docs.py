@@ -42,8 +42,7 @@ fixes a few others to its own services and leaves the rest at their defaults (a 
 
 NOTES: dict[str, str] = {
     "max_wait_seconds": "In compose or Kubernetes, keep the API's UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN (35 s) "
-    "above "
-    "it and its stop grace above both.",
+    "above it and its stop grace above both.",
     "task_hard_time_limit": "In compose or Kubernetes, raise the worker's stop_grace_period / "
     "terminationGracePeriodSeconds above it in the same change.",
     "webhook_timeout_seconds": "Compose and Kubernetes keep the default: their callback workers' stop grace "
