@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.unit.test_deploy_files import exec_form, stage
+from tests.unit.test_deploy_files import stage
 from worker.contracts import batch_queue
 from worker.settings import Settings
 
@@ -102,6 +102,12 @@ def test_no_unused_dependencies_declared() -> None:
 # --- deploy/Dockerfile ----------------------------------------------------------------------------
 
 
+def image_cmd(target: str) -> list[str]:
+    """The exec-form CMD of a Dockerfile target, as Docker runs it (a ``sh -c`` wrapper kept)."""
+    argv: list[str] = json.loads(stage(target).last("CMD") or "null")
+    return argv
+
+
 def runs(name: str) -> str:
     return " ".join(arg for ins, arg in stage(name).instructions if ins == "RUN")
 
@@ -137,7 +143,7 @@ def worker_queues(tmp_path: Path, queue: str | None) -> str:
     env["PATH"] = f"{tmp_path}:{env.get('PATH', '/usr/bin:/bin')}"
     if queue is not None:
         env["CROPQ_QUEUE_NAME"] = queue
-    argv = exec_form(stage("worker").last("CMD") or "")
+    argv = image_cmd("worker")
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=True).stdout
     celery_args: list[str] = json.loads(out)
     assert celery_args[:3] == ["-A", "worker.celery_app", "worker"]
