@@ -25,4 +25,7 @@ def install_tracing(app: FastAPI, settings: Settings, provider: TracerProvider |
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=UNTRACED_URLS)
+    # One span per request: the ASGI send and receive events would add a span per body chunk.
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"]
+    )
