@@ -223,3 +223,32 @@ def test_a_job_sent_to_the_api_install_is_cropped_by_the_worker_install(
     assert job["ImageWidth"] == 800 and job["ImageHeight"] == 600
     (crop,) = job["Croppings"]
     assert crop["AspectRatio"] == "1:1" and crop["Boundary"]["Width"] == crop["Boundary"]["Height"]
+
+
+def test_the_cropq_client_commands_run_from_the_api_install(
+    role_stack: RoleStack, envs: dict[str, Path], s3_server: S3Server, tmp_path: Path
+) -> None:
+    """`cropq submit` of an API install (no engine in it) submits, waits and prints the finished job."""
+    bucket, project = f"b{uuid.uuid4().hex[:12]}", f"p{uuid.uuid4().hex[:10]}"
+    s3 = s3_server.client()
+    s3.make_bucket(bucket)
+    data = jpeg(640, 480, patch=(500, 100))
+    s3.put_object(bucket, "cli.jpg", io.BytesIO(data), len(data))
+    auth = {"Authorization": f"Bearer {ADMIN_KEY['AccessKeyId']}:{ADMIN_KEY['AccessKeySecret']}"}
+    httpx.put(
+        f"{role_stack.url}/v1/projects/{project}", json={"Buckets": [bucket]}, headers=auth, timeout=30
+    ).raise_for_status()
+    env = {
+        "PATH": f"{envs['api'] / 'bin'}:/usr/bin:/bin",
+        "CROPQ_API_URL": role_stack.url,
+        "CROPQ_ACCESS_KEY_ID": str(ADMIN_KEY["AccessKeyId"]),
+        "CROPQ_ACCESS_KEY_SECRET": str(ADMIN_KEY["AccessKeySecret"]),
+        "CROPQ_DATA_DIR": str(tmp_path),  # no `cropq up` stack file to find
+    }
+    argv = [str(envs["api"] / "bin" / "cropq"), "submit", f"oss://{bucket}/cli.jpg"]
+    argv += ["--project", project, "--ratios", "16:9", "--json"]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    job = json.loads(done.stdout)
+    assert job["Status"] == "Succeeded" and job["ProjectName"] == project, job
+    assert [c["AspectRatio"] for c in job["Croppings"]] == ["16:9"]
