@@ -33,6 +33,9 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 # What deploy/Dockerfile's build stage copies: the project's sources, nothing of the work tree besides.
 IMAGE_SOURCES = ("pyproject.toml", "README.md", "api", "worker", "cropq_cli", "client/cropq_client")
+# Installed size budgets of the images' environments (README, "Images"): the API's is about a quarter of
+# the worker's, whose OpenCV, onnxruntime, numpy and onnx make up most of it.
+SIZE_BUDGET_MB = {"api": 130, "worker": 460}
 ENGINE_DISTRIBUTIONS = {"numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "onnx"}
 
 
@@ -191,6 +194,17 @@ def test_every_module_of_a_role_imports_in_its_environment(
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout) == {}
+
+
+def size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) / 2**20
+
+
+@pytest.mark.parametrize("role", sorted(SIZE_BUDGET_MB))
+def test_each_role_environment_keeps_its_size_budget(envs: dict[str, Path], role: str) -> None:
+    size = size_mb(envs[role])
+    print(f"{role} environment: {size:.0f} MB")
+    assert size <= SIZE_BUDGET_MB[role], f"{role} environment {size:.0f} MB > {SIZE_BUDGET_MB[role]} MB"
 
 
 def test_the_api_environment_has_no_engine_dependencies(envs: dict[str, Path]) -> None:
