@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from worker import heartbeats, keys
-from worker.celery_app import batch_queue
+from worker.contracts import batch_queue
 from worker.stats import ClusterFigures, cluster_families
 from worker.webhooks import webhook_queue
 

@@ -332,7 +332,7 @@ def start_worker(
     queue, as two processes: a receiver that answers slowly holds a callback child, never a crop child. The
     callback worker's node name (``webhooks-<name>``) keeps it out of the crop workers' heartbeat count.
     ``prefix`` runs both under a launcher (``ip netns exec <host>`` puts them on a test host)."""
-    from worker.celery_app import batch_queue
+    from worker.contracts import batch_queue
     from worker.settings import Settings
     from worker.webhooks import webhook_queue
 

@@ -38,17 +38,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import IO, Any, Protocol
 
 import redis
 import structlog
-from celery import Task
-from celery.exceptions import Reject
 
 from worker import keys
-from worker.celery_app import app
+from worker.celery_config import sending_app
 from worker.contracts import (
     BATCH_FEED_TASK,
     BATCH_FINISH_TASK,
@@ -56,7 +53,6 @@ from worker.contracts import (
     CROP_TASK,
     Batch,
     BatchStatus,
-    BatchWebhookEvent,
     CropTaskMessage,
     Job,
     JobStatus,
@@ -284,18 +280,20 @@ class CelerySender:
         self.queue = batch_queue(queue_name)
 
     def crop(self, message: CropTaskMessage) -> None:
-        app.send_task(CROP_TASK, args=[message.model_dump()], task_id=message.RequestId, queue=self.queue)
+        sending_app().send_task(
+            CROP_TASK, args=[message.model_dump()], task_id=message.RequestId, queue=self.queue
+        )
 
     def feed(self, batch_id: str, countdown: float, heartbeat: bool) -> None:
-        app.send_task(
+        sending_app().send_task(
             BATCH_FEED_TASK, args=[batch_id, heartbeat], queue=self.queue, countdown=countdown or None
         )
 
     def finish(self, batch_id: str) -> None:
-        app.send_task(BATCH_FINISH_TASK, args=[batch_id], queue=self.queue)
+        sending_app().send_task(BATCH_FINISH_TASK, args=[batch_id], queue=self.queue)
 
     def webhook(self, batch_id: str) -> None:
-        app.send_task(BATCH_WEBHOOK_TASK, args=[batch_id])
+        sending_app().send_task(BATCH_WEBHOOK_TASK, args=[batch_id])
 
 
 def wake(
@@ -316,7 +314,7 @@ def wake(
 
 
 @lru_cache(maxsize=1)
-def _default_sender() -> CelerySender:
+def default_sender() -> CelerySender:
     return CelerySender(get_settings().queue_name)
 
 
@@ -883,137 +881,35 @@ def revive_stalled(r: redis.Redis, sender: Sender, now: float) -> list[str]:
     return stalled
 
 
-# --------------------------------------------------------------------------- the Celery tasks
+# --------------------------------------------------------------------------- wiring (tasks: batch_tasks.py)
 
 
 @lru_cache(maxsize=1)
-def _redis() -> redis.Redis:
+def redis_connection() -> redis.Redis:
     from worker.jobstore import connect
 
     return connect(get_settings().redis_url)
 
 
 @lru_cache(maxsize=1)
-def _minio() -> Any:
+def minio_client() -> Any:
     from worker.storage import S3Storage
 
     return S3Storage(get_settings()).client
 
 
 def _lister(bucket: str, prefix: str, start_after: str | None) -> Iterator[str]:
-    return minio_lister(_minio())(bucket, prefix, start_after)  # the S3 client only where a listing runs
+    return minio_lister(minio_client())(
+        bucket, prefix, start_after
+    )  # the S3 client only where a listing runs
 
 
 def feeder_for(settings: Settings, r: redis.Redis | None = None) -> BatchFeeder:
     return BatchFeeder(
-        r or _redis(),
+        r or redis_connection(),
         _lister,
-        _default_sender(),
+        default_sender(),
         in_flight=settings.batch_in_flight,
         ttl_seconds=settings.result_ttl_seconds,
         queue_name=settings.queue_name,
     )
-
-
-REDIS_OR_STORE_DOWN: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-@app.task(name=BATCH_FEED_TASK, bind=True, acks_late=True, max_retries=None)
-def feed(self: Task[Any, Any], batch_id: str, heartbeat: bool = False) -> None:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(batch_id=batch_id, task_id=self.request.id)
-    s = get_settings()
-    r = _redis()
-    try:
-        result = feeder_for(s).run(batch_id, heartbeat)
-    except Exception as e:  # Redis or the store unavailable, or a listing error: look again later
-        log.warning("batch_feed_failed", error=f"{type(e).__name__}: {e}"[:300])
-        result = FeedResult(5.0)
-    if result.again_in is not None:
-        try:
-            wake(r, _default_sender(), batch_id, result.again_in, heartbeat=result.again_in > 0)
-        except Exception as e:
-            raise Reject(e, requeue=True) from e  # could not send the next run: this message comes back
-
-
-def _put_manifest(bucket: str, key: str, data: IO[bytes], length: int) -> None:
-    from minio.error import S3Error
-
-    try:
-        _minio().put_object(bucket, key, data, length, content_type="application/x-ndjson")
-    except S3Error as e:
-        if e.code not in MANIFEST_REFUSALS:
-            raise  # the store failing: the finisher tries again
-        # The bucket is gone or no longer ours: retrying cannot help, and the batch must still end.
-        log.error("batch_manifest_refused", bucket=bucket, code=e.code)
-
-
-@app.task(name=BATCH_FINISH_TASK, bind=True, acks_late=True, max_retries=None)
-def finish(self: Task[Any, Any], batch_id: str) -> None:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(batch_id=batch_id, task_id=self.request.id)
-    try:
-        finish_batch(_redis(), batch_id, _put_manifest, _default_sender())
-    except Exception as e:  # the store or Redis away: try again (the feeder's revival is the backstop)
-        log.warning("batch_finish_retry", error=f"{type(e).__name__}: {e}"[:300])
-        retries = int(self.request.retries or 0)
-        raise self.retry(countdown=min(2.0 ** min(retries, 6), 60.0)) from e
-
-
-# --------------------------------------------------------------------------- the callback
-
-
-def batch_event_body(batch: Batch) -> bytes:
-    event = BatchWebhookEvent(timestamp=batch.FinishedAt or utcnow_iso(), data=batch)
-    return event.model_dump_json(exclude_none=True).encode("utf-8")
-
-
-@app.task(name=BATCH_WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)
-def send_batch_callback(self: Task[Any, Any], batch_id: str) -> None:
-    """The batch's one ``crop-batch.finished`` callback: signed with the project's secrets (the webhook-id is
-    the BatchId), delivered and retried exactly like job callbacks (same schedule, SSRF guard, deadline)."""
-    from worker.webhooks.delivery import deliver
-    from worker.webhooks.signing import sign_headers
-    from worker.webhooks.tasks import load_secrets, retry_delay
-
-    s = get_settings()
-    r = _redis()
-    retries = int(self.request.retries or 0)
-    try:
-        batch = read_batch(r, batch_id)
-    except redis.RedisError as e:  # transient: spend a step of the schedule rather than lose the callback
-        if retries >= len(s.webhook_retry_schedule):
-            raise
-        raise self.retry(countdown=retry_delay(s.webhook_retry_schedule[retries])) from e
-    if batch is None or not batch.CallbackURL or not batch.Status.finished:
-        return
-    blog = log.bind(batch_id=batch_id, attempt=retries + 1)
-    secrets_ = load_secrets(r, batch.ProjectName)
-    if not secrets_:
-        blog.error("batch_webhook.failed", reason="no_secret")
-        return
-    body = batch_event_body(batch)
-    outcome = deliver(
-        batch.CallbackURL,
-        body,
-        sign_headers(secrets_, batch_id, datetime.now(UTC), body),
-        s.webhook_timeout_seconds,
-        s.webhook_allowed_cidrs,
-    )
-    r.hset(
-        keys.batch(batch_id),
-        mapping={
-            "CallbackAttempts": str(retries + 1),
-            "CallbackOutcome": ("Delivered" if outcome.delivered else (outcome.error or "error")[:200]),
-        },
-    )
-    if outcome.delivered:
-        blog.info("batch_webhook.delivered", status_code=outcome.status_code)
-        return
-    schedule = s.webhook_retry_schedule
-    if outcome.final or retries >= len(schedule):
-        blog.warning("batch_webhook.failed", status_code=outcome.status_code, error=outcome.error)
-        return
-    countdown = retry_delay(schedule[retries], outcome.retry_after_seconds)
-    blog.warning("batch_webhook.retrying", status_code=outcome.status_code, retry_in=round(countdown, 1))
-    raise self.retry(countdown=countdown)

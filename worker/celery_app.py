@@ -18,32 +18,10 @@ from celery.signals import setup_logging, worker_process_init, worker_process_sh
 
 from worker import tracing
 from worker.celery_config import build_app
-from worker.contracts import (
-    BATCH_FEED_TASK,
-    BATCH_FINISH_TASK,
-    BATCH_QUEUE_SUFFIX,
-    BATCH_WEBHOOK_TASK,
-    CROP_TASK,
-    WEBHOOK_TASK,
-    batch_queue,
-)
 from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
 
-# The names are re-exported for older imports; new code takes them from worker.contracts.
-__all__ = [
-    "BATCH_FEED_TASK",
-    "BATCH_FINISH_TASK",
-    "BATCH_QUEUE_SUFFIX",
-    "BATCH_WEBHOOK_TASK",
-    "CROP_TASK",
-    "WEBHOOK_TASK",
-    "app",
-    "batch_queue",
-    "make_celery",
-]
-
-TASK_MODULES = ("worker.tasks", "worker.webhooks.tasks", "worker.batches")
+TASK_MODULES = ("worker.tasks", "worker.webhooks.tasks", "worker.batch_tasks")
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

@@ -7,6 +7,7 @@ sends tasks by their names in the wire contract (worker/contracts.py) without lo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from celery import Celery
@@ -20,7 +21,7 @@ from worker.contracts import (
     batch_queue,
 )
 from worker.redis_clients import celery_broker
-from worker.settings import Settings
+from worker.settings import Settings, get_settings
 from worker.webhooks import webhook_queue
 
 
@@ -88,3 +89,10 @@ def producer_app(s: Settings) -> Celery:
     """A Celery app that only sends: no task registered, the same broker and transport options as the
     workers (JSON, routes, socket timeouts, Sentinel), so ``send_task`` by name is all a producer needs."""
     return build_app(s)
+
+
+@lru_cache(maxsize=1)
+def sending_app() -> Celery:
+    """The producer app this process sends follow-up work with (batch feeds and finishers, callbacks) from
+    modules the API imports too, so neither side needs the worker's app to send by name."""
+    return producer_app(get_settings())

@@ -23,7 +23,7 @@ from worker.job_index import unindex_job
 from worker.jobstore import JobNotFound, JobStore
 from worker.settings import get_settings
 from worker.stats import record_job
-from worker.webhooks.tasks import enqueue_callback
+from worker.webhooks.enqueue import enqueue_callback
 
 log = structlog.get_logger("cropq.lifecycle")
 

@@ -41,7 +41,7 @@ from worker.render_targets import parse_target, stem_of
 from worker.settings import Settings, engine_config, get_settings
 from worker.stats import record_job
 from worker.storage import S3Storage, StorageUnavailable
-from worker.webhooks.tasks import enqueue_callback
+from worker.webhooks.enqueue import enqueue_callback
 
 log = structlog.get_logger("cropq.worker")
 

@@ -20,7 +20,7 @@ from tests.integration.helpers import jpeg
 from tests.security.signatures_support import new_key
 from worker import keys
 from worker.batches import queued_messages
-from worker.celery_app import batch_queue
+from worker.contracts import batch_queue
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,7 @@ from api.errors import ImmError
 from api.schemas import SubmitPrefixBatchRequest
 from worker import batches, keys
 from worker.batches import BatchFeeder, FeedResult
-from worker.celery_app import batch_queue
-from worker.contracts import Batch, BatchStatus, CropTaskMessage, Job, JobStatus, utcnow_iso
+from worker.contracts import Batch, BatchStatus, CropTaskMessage, Job, JobStatus, batch_queue, utcnow_iso
 from worker.jobstore import JobStore
 from worker.orphans import OrphanSweeper, orphan_after
 from worker.projects import Project
@@ -83,7 +82,7 @@ def _batch(r: redis.Redis, suffixes: list[str] | None = None, **extra: Any) -> N
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
-    monkeypatch.setattr(batches, "_default_sender", lambda: rec)
+    monkeypatch.setattr(batches, "default_sender", lambda: rec)
     return rec
 
 

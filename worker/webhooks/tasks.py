@@ -247,8 +247,3 @@ def send_callback(self: Task[Any, Any], request_id: str) -> None:
             # Celery could not publish the retry (Redis is down too) and would drop the message: put it
             # back instead, so the callback is tried again once Redis answers.
             raise Reject(e, requeue=True) from e
-
-
-def enqueue_callback(request_id: str) -> None:
-    """Queue the callback of a job whose terminal state is already stored."""
-    app.send_task(WEBHOOK_TASK, args=[request_id])

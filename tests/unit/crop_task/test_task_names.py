@@ -16,15 +16,17 @@ from worker.webhooks import webhook_queue
 SENTINEL_URL = "redis+sentinel://:pw@s1:26379,s2:26380/cropq/0"
 
 
-def test_the_api_job_path_and_the_producer_do_not_load_the_worker_app() -> None:
+def test_the_api_and_the_producer_do_not_load_the_worker_app() -> None:
     code = (
-        "import sys, api.jobs\n"
+        "import sys, api.main\n"
+        "api.main.create_app()\n"
         "from worker.celery_config import producer_app\n"
         "from worker.settings import Settings\n"
         "app = producer_app(Settings())\n"
         "print(sorted(name for name in app.tasks if name.startswith('cropq.')))\n"
         "print(sorted(m for m in sys.modules if m in "
-        "('worker.celery_app', 'worker.tasks', 'worker.webhooks.tasks', 'cv2', 'numpy')))\n"
+        "('worker.celery_app', 'worker.tasks', 'worker.webhooks.tasks', 'worker.batch_tasks', 'cv2', "
+        "'numpy')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "[]"]  # no task registered, no worker module loaded

@@ -15,8 +15,8 @@ from pydantic import SecretStr, ValidationError
 from structlog.testing import capture_logs
 
 from worker import keys
-from worker.celery_app import CROP_TASK, WEBHOOK_TASK, app
-from worker.contracts import CallbackState, CallbackStatus, Job, JobStatus
+from worker.celery_app import app
+from worker.contracts import CROP_TASK, WEBHOOK_TASK, CallbackState, CallbackStatus, Job, JobStatus
 from worker.jobstore import JobNotFound
 from worker.projects import Project, grace_end
 from worker.sealing import WEBHOOK_SECRETS, SecretBox
