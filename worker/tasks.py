@@ -29,7 +29,6 @@ from worker.crop_job import (
     RunPolicy,
     StaleRun,
     fail,
-    finish,
     outage_countdown,
     run_crop_job,
 )
@@ -40,7 +39,7 @@ from worker.jobstore import JobStore, connect
 from worker.render_targets import parse_target, stem_of
 from worker.settings import Settings, engine_config, get_settings
 from worker.stats import record_job
-from worker.storage import S3Storage, StorageUnavailable
+from worker.storage import S3Storage
 from worker.webhooks.enqueue import enqueue_callback
 
 log = structlog.get_logger("cropq.worker")
@@ -173,39 +172,3 @@ def _apply(task: Task[Any, Any], outcome: Outcome) -> None:
             # it back instead; the next run starts the outage clock where this one left it only if it can
             # read it.
             raise Reject(e, requeue=True) from outcome.error
-
-
-# The entry points below predate worker/crop_job.py; tests/unit/reliability/test_crop_runs.py and
-# tests/unit/test_job_index.py still drive the run through them with a real Redis.
-
-
-def _finish(store: JobStore, rid: str, attempt: int, crop_seconds: float | None = None, **fields: Any) -> Job:
-    return finish(_deps(store, get_settings()), rid, attempt, crop_seconds, **fields)
-
-
-def _run(
-    task: Task[Any, Any],
-    msg: CropTaskMessage,
-    store: JobStore,
-    settings: Settings,
-    outage_since: float | None,
-) -> None:
-    retries = int(task.request.retries or 0) if task is not None else 0
-    deps = _deps(store, settings)
-    _apply(task, crop_job._run(msg, deps, RunPolicy.from_settings(settings), retries, outage_since))
-
-
-def _retry_after_outage(
-    task: Task[Any, Any],
-    msg: CropTaskMessage,
-    store: JobStore,
-    settings: Settings,
-    attempt: int,
-    error: StorageUnavailable,
-    outage_since: float | None,
-) -> None:
-    retries = int(task.request.retries or 0)
-    outcome = crop_job._retry_after_outage(
-        msg, _deps(store, settings), RunPolicy.from_settings(settings), attempt, error, retries, outage_since
-    )
-    _apply(task, outcome)

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from api.errors import ImmError
 from api.job_lifecycle import SCAN_BUDGET, Cursor, ListingScope, decode_token, encode_token, list_jobs
+from tests.unit.crop_task.through_the_adapter import finish, run
 from worker import keys, tasks
 from worker.contracts import CropTaskMessage, Job, JobStatus, WebhookEvent
 from worker.job_index import batch_status_jobs, index_new_job, listing_key, status_jobs
@@ -256,10 +257,10 @@ def test_a_cancelled_job_s_message_runs_nothing_and_sends_no_second_callback(
             return queued
 
     msg = CropTaskMessage(RequestId="A", ProjectName="p", Bucket="b", Key="k.jpg", AspectRatios=["1:1"])
-    tasks._run(None, msg, StaleReadStore(redis_client, TTL), get_settings(), None)  # type: ignore[arg-type]
+    run(None, msg, StaleReadStore(redis_client, TTL), get_settings(), None)  # type: ignore[arg-type]
     after = store.get("A")
     assert after.Status is JobStatus.CANCELLED and after.StartedAt is None
-    tasks._run(None, msg, store, get_settings(), None)  # type: ignore[arg-type]
+    run(None, msg, store, get_settings(), None)  # type: ignore[arg-type]
     assert store.get("A").Status is JobStatus.CANCELLED
     assert sent == ["A"]
 
@@ -270,7 +271,7 @@ def test_a_running_job_s_result_is_discarded_after_a_cancel(
     _add(redis_client, "A", status=JobStatus.RUNNING)
     cancel_job(redis_client, "A", QUEUE, ttl_seconds=TTL)
     store = JobStore(redis_client, TTL)
-    tasks._finish(store, "A", 0, Status=JobStatus.SUCCEEDED, Croppings=[])
+    finish(store, "A", 0, Status=JobStatus.SUCCEEDED, Croppings=[])
     job = store.get("A")
     assert (job.Status, job.Croppings) == (JobStatus.CANCELLED, None)
     assert redis_client.zrange(status_jobs("p", JobStatus.SUCCEEDED), 0, -1) == []

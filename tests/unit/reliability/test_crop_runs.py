@@ -13,6 +13,7 @@ import pytest
 import redis
 from celery.exceptions import Reject, Retry
 
+from tests.unit.crop_task.through_the_adapter import finish, retry_after_outage, run
 from worker import tasks
 from worker.contracts import CropTaskMessage, Job, JobStatus, utcnow_iso
 from worker.engine.types import CropResult
@@ -77,11 +78,11 @@ def test_a_run_older_than_the_newest_stores_nothing_and_sends_nothing(
     _record(store, Status=JobStatus.RUNNING, Attempts=2)
     before = store.r.get(f"cropq:job:{RID}")
     with pytest.raises(tasks.StaleRun):
-        tasks._finish(store, RID, 1, Status=JobStatus.SUCCEEDED)
+        finish(store, RID, 1, Status=JobStatus.SUCCEEDED)
     assert store.r.get(f"cropq:job:{RID}") == before
     assert callbacks == []
     # The newest run stores its result and sends the one callback.
-    tasks._finish(store, RID, 2, Status=JobStatus.SUCCEEDED)
+    finish(store, RID, 2, Status=JobStatus.SUCCEEDED)
     assert store.get(RID).Status is JobStatus.SUCCEEDED and callbacks == [RID]
 
 
@@ -91,7 +92,7 @@ def test_a_stale_redelivery_does_not_take_the_job_back(
     _engine_ok(monkeypatch)
     _record(store, Status=JobStatus.RUNNING, Attempts=5)  # run 5 is under way elsewhere
     with pytest.raises(tasks.StaleRun):
-        tasks._run(FakeTask(), MSG, store, Settings(), None)  # this run counts as attempt 1
+        run(FakeTask(), MSG, store, Settings(), None)  # this run counts as attempt 1
     assert store.get(RID).Attempts == 5 and store.get(RID).Status is JobStatus.RUNNING
 
 
@@ -103,7 +104,7 @@ def test_runs_that_died_are_counted_and_the_job_is_given_up(
     settings = Settings(max_attempts=2)
     store.start_run(RID)  # two runs that died: started, never ended
     store.start_run(RID)
-    tasks._run(FakeTask(), MSG, store, settings, None)
+    run(FakeTask(), MSG, store, settings, None)
     job = store.get(RID)
     assert job.Status is JobStatus.FAILED and job.Code == "InternalError"
     assert "2 times" in (job.Message or "")
@@ -118,7 +119,7 @@ def test_runs_that_ended_alive_are_not_deaths(
     for _ in range(4):  # four runs that were retried or requeued, each ending with its process alive
         store.start_run(RID)
         store.end_run(RID)
-    tasks._run(FakeTask(), MSG, store, Settings(max_attempts=2), None)
+    run(FakeTask(), MSG, store, Settings(max_attempts=2), None)
     job = store.get(RID)
     assert job.Status is JobStatus.SUCCEEDED and job.Attempts == 5
 
@@ -128,8 +129,8 @@ def test_a_rerun_of_a_finished_job_sends_a_missing_callback_once(
 ) -> None:
     _engine_ok(monkeypatch)
     _record(store, Status=JobStatus.SUCCEEDED, Attempts=1, FinishedAt=utcnow_iso())
-    tasks._run(FakeTask(), MSG, store, Settings(), None)  # its finisher died before sending the callback
-    tasks._run(FakeTask(), MSG, store, Settings(), None)
+    run(FakeTask(), MSG, store, Settings(), None)  # its finisher died before sending the callback
+    run(FakeTask(), MSG, store, Settings(), None)
     assert callbacks == [RID]
 
 
@@ -140,8 +141,8 @@ def test_storage_outage_is_retried_within_the_window_with_the_clock_kept(
     task = FakeTask(retries=3)
     since = time.time() - 50
     with pytest.raises(Retry):
-        tasks._retry_after_outage(
-            task, MSG, store, Settings(storage_outage_seconds=60), 1, StorageUnavailable("down"), since
+        retry_after_outage(
+            task, MSG, store, Settings(storage_outage_seconds=60), StorageUnavailable("down"), since
         )
     (asked,) = task.retries_asked
     assert asked["kwargs"] == {"outage_since": since}
@@ -152,12 +153,11 @@ def test_storage_outage_is_retried_within_the_window_with_the_clock_kept(
 
 def test_storage_outage_longer_than_the_window_fails_the_job(store: JobStore, callbacks: list[str]) -> None:
     _record(store)
-    tasks._retry_after_outage(
+    retry_after_outage(
         FakeTask(retries=9),
         MSG,
         store,
         Settings(storage_outage_seconds=60),
-        1,
         StorageUnavailable("S3 unreachable"),
         time.time() - 61,
     )
@@ -174,9 +174,7 @@ def test_a_retry_that_cannot_be_published_puts_the_message_back(store: JobStore)
             raise Reject("publish failed", requeue=False)  # what Celery raises when it cannot publish
 
     with pytest.raises(Reject) as caught:
-        tasks._retry_after_outage(
-            BrokerDown(), MSG, store, Settings(), 1, StorageUnavailable("down"), time.time()
-        )
+        retry_after_outage(BrokerDown(), MSG, store, Settings(), StorageUnavailable("down"), time.time())
     assert caught.value.requeue is True
 
 
@@ -196,12 +194,11 @@ def test_an_outage_clock_from_the_future_cannot_stretch_the_window(store: JobSto
     _record(store)
     task = FakeTask()
     with pytest.raises(Retry):
-        tasks._retry_after_outage(
+        retry_after_outage(
             task,
             MSG,
             store,
             Settings(storage_outage_seconds=60),
-            1,
             StorageUnavailable("down"),
             time.time() + 1e6,
         )
