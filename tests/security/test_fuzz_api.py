@@ -112,7 +112,12 @@ CHECKS = [
 @pytest.mark.parametrize(("method", "path"), _operations(), ids=lambda v: str(v))
 def test_openapi_operation(api_schema: Any, method: str, path: str) -> None:
     operation = api_schema[path][method]
-    operations_route = path in ("/healthz", "/readyz", "/metrics", "/metrics/cluster")  # unauthenticated, their own bodies
+    operations_route = path in (
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/metrics/cluster",
+    )  # unauthenticated, their own bodies
     extra = [] if operations_route else [imm_error_body]
     # Without S3, /readyz must answer its documented 503: the one 5xx expected here.
     checks = [c for c in CHECKS if c is not not_a_server_error] if path == "/readyz" else CHECKS
