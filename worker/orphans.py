@@ -30,7 +30,7 @@ from typing import Any
 import redis
 import structlog
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_shutdown
 
 from worker import keys
 from worker.contracts import CropTaskMessage, Job, batch_queue
@@ -148,7 +148,11 @@ class OrphanSweeper:
         return resent
 
 
-def _run(app: Celery, stop: threading.Event) -> None:
+LostJobFailer = Callable[[JobStore, Job, str], None]
+"""Ends a job whose message keeps vanishing, callback included (the crop task module's ``fail_lost_job``)."""
+
+
+def _run(app: Celery, stop: threading.Event, fail_lost: LostJobFailer) -> None:
     from worker.contracts import CROP_TASK
     from worker.settings import get_settings
 
@@ -165,9 +169,7 @@ def _run(app: Celery, stop: threading.Event) -> None:
         )
 
     def give_up(job: Job, reason: str) -> None:
-        from worker.tasks import fail_lost_job  # the task module imports this one
-
-        fail_lost_job(store, job, reason)
+        fail_lost(store, job, reason)
 
     from worker.batches import CelerySender, revive_stalled
 
@@ -189,12 +191,13 @@ def _run(app: Celery, stop: threading.Event) -> None:
 _stop = threading.Event()
 
 
-@worker_ready.connect
-def _start(sender: Any = None, **_: Any) -> None:
+def start(sender: Any, fail_lost: LostJobFailer) -> None:
+    """Start the sweeper thread in a crop worker; called on ``worker_ready`` by the crop task module, which
+    knows how a lost job is failed (so this module, which the API reaches, never imports the engine side)."""
     app = getattr(sender, "app", None)
     if app is None:
         return
-    threading.Thread(target=_run, args=(app, _stop), name="cropq-orphans", daemon=True).start()
+    threading.Thread(target=_run, args=(app, _stop, fail_lost), name="cropq-orphans", daemon=True).start()
 
 
 @worker_shutdown.connect

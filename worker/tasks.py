@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from celery import Task
 from celery.exceptions import Reject
+from celery.signals import worker_ready
 
 # Imported for their signal handlers: the worker's heartbeat, the leases of the messages it holds, and
 # the sweeper that sends orphaned jobs again.
@@ -131,6 +132,11 @@ def _deps(store: JobStore, settings: Settings) -> CropDeps:
 def fail_lost_job(store: JobStore, job: Job, reason: str) -> None:
     """End a job whose message keeps vanishing (the orphan sweeper's last resort), callback included."""
     fail(_deps(store, get_settings()), job.RequestId, job.Attempts or 0, "InternalError", reason)
+
+
+@worker_ready.connect
+def _start_orphan_sweeper(sender: Any = None, **_: Any) -> None:
+    orphans.start(sender, fail_lost_job)
 
 
 # No retry count: storage outages are bounded by their time window (Celery reads None as "no limit" only
