@@ -139,6 +139,30 @@ class Stack:
         self.api.stop()
 
 
+def service_env(redis_url: str, s3_server: S3Server, queue: str, **extra: str) -> dict[str, str]:
+    """The environment of a test stack's API and workers: this process's, without its CROPQ_ variables, and
+    the test servers, a queue of its own and the admin key."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CROPQ_")},
+        "PYTHONUNBUFFERED": "1",
+        "CROPQ_REDIS_URL": redis_url,
+        "CROPQ_S3_ENDPOINT": s3_server.endpoint,
+        "CROPQ_S3_ACCESS_KEY": s3_server.access_key,
+        "CROPQ_S3_SECRET_KEY": s3_server.secret_key,
+        "CROPQ_S3_SECURE": "false",
+        "CROPQ_QUEUE_NAME": queue,
+        "CROPQ_SECRET_KEY": "test-secret-key-for-encryption-0123456789",
+        "CROPQ_ACCESS_KEYS": json.dumps([ADMIN_KEY]),
+        "CROPQ_WEBHOOK_ALLOWED_CIDRS": '["127.0.0.0/8"]',
+        "CROPQ_LOG_JSON": "true",
+        # Every stack of the session shares one Redis, one admin key and one client address: limits are off
+        # unless a test sets them, so one test's spent budget cannot throttle the next one.
+        "CROPQ_RATE_LIMIT_PER_MINUTE": "0",
+        "CROPQ_AUTH_FAILURES_PER_MINUTE": "0",
+        **extra,
+    }
+
+
 @pytest.fixture(scope="module")
 def make_stack(
     redis_url: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
@@ -152,26 +176,8 @@ def make_stack(
         workdir = tmp_path_factory.mktemp("stack")
         queue = f"q{uuid.uuid4().hex[:8]}"
         port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CROPQ_")},
-            "PYTHONUNBUFFERED": "1",
-            "CROPQ_REDIS_URL": redis_url,
-            "CROPQ_S3_ENDPOINT": s3_server.endpoint,
-            "CROPQ_S3_ACCESS_KEY": s3_server.access_key,
-            "CROPQ_S3_SECRET_KEY": s3_server.secret_key,
-            "CROPQ_S3_SECURE": "false",
-            "CROPQ_API_PORT": str(port),
-            "CROPQ_QUEUE_NAME": queue,
-            "CROPQ_SECRET_KEY": "test-secret-key-for-encryption-0123456789",
-            "CROPQ_ACCESS_KEYS": json.dumps([ADMIN_KEY]),
-            "CROPQ_WEBHOOK_ALLOWED_CIDRS": '["127.0.0.0/8"]',
-            "CROPQ_LOG_JSON": "true",
-            # Every stack of the session shares one Redis, one admin key and one client address: limits
-            # are off unless a test sets them, so one test's spent budget cannot throttle the next one.
-            "CROPQ_RATE_LIMIT_PER_MINUTE": "0",
-            "CROPQ_AUTH_FAILURES_PER_MINUTE": "0",
-            **{f"CROPQ_{k.upper()}": v for k, v in settings.items()},
-        }
+        env = service_env(redis_url, s3_server, queue, CROPQ_API_PORT=str(port))
+        env |= {f"CROPQ_{k.upper()}": v for k, v in settings.items()}
         api = start_api(env, "127.0.0.1", port, workdir / "api.log")
         stack = Stack(
             url=f"http://127.0.0.1:{port}",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from cropq_cli.localstack import ManagedProcess, free_port, wait_until
-from tests.conftest import ADMIN_KEY, S3Server
+from tests.conftest import ADMIN_KEY, S3Server, service_env
 from tests.integration.helpers import jpeg, submit, wait_done
 from tests.unit.test_packaging import image_cmd
 
@@ -125,20 +124,7 @@ def role_stack(
     """The API from the api environment and one crop worker from the worker environment."""
     workdir = tmp_path_factory.mktemp("role-stack")
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CROPQ_")},
-        "PYTHONUNBUFFERED": "1",
-        "CROPQ_REDIS_URL": redis_url,
-        "CROPQ_S3_ENDPOINT": s3_server.endpoint,
-        "CROPQ_S3_ACCESS_KEY": s3_server.access_key,
-        "CROPQ_S3_SECRET_KEY": s3_server.secret_key,
-        "CROPQ_S3_SECURE": "false",
-        "CROPQ_QUEUE_NAME": f"q{uuid.uuid4().hex[:8]}",
-        "CROPQ_SECRET_KEY": "test-secret-key-for-encryption-0123456789",
-        "CROPQ_ACCESS_KEYS": json.dumps([ADMIN_KEY]),
-        "CROPQ_RATE_LIMIT_PER_MINUTE": "0",
-        "CROPQ_AUTH_FAILURES_PER_MINUTE": "0",
-    }
+    env = service_env(redis_url, s3_server, f"q{uuid.uuid4().hex[:8]}")
     api_argv = image_cmd("api")
     api_argv = with_flag(with_flag(api_argv, "--host", "127.0.0.1"), "--port", str(port))
     api = role_process("api", envs["api"], api_argv, env, workdir)
