@@ -17,6 +17,9 @@ from typing import Literal, get_args
 ObjectDetection = Literal["always", "no_faces", "hint", "off"]
 """When the object detector runs (see :attr:`EngineConfig.object_detection`)."""
 
+Runtime = Literal["auto", "onnxruntime", "openvino"]
+"""A detector's inference back end (see :attr:`EngineConfig.face_runtime`, ``worker.engine.runtimes``)."""
+
 ContrastScales = tuple[tuple[float, float], ...]
 
 
@@ -214,6 +217,13 @@ class EngineConfig:
     max_faces: int = 24
     """Faces used at most (the most confident first)."""
 
+    face_runtime: Runtime = "auto"
+    """What runs CenterFace: "onnxruntime", "openvino" (the optional extra ``cropq[openvino]``) or "auto",
+    the runtime measured fastest on this kind of CPU among those installed (README "Runtimes"). Both give
+    the same faces to within float rounding; a runtime that is not installed falls back to onnxruntime."""
+    object_runtime: Runtime = "auto"
+    """The same for NanoDet."""
+
     # --- detector internals ---------------------------------------------------------------------------
     face_candidate_threshold: float = 0.3
     """CenterFace heat-map score from which a cell is decoded into a box at all (at most
@@ -285,6 +295,11 @@ def _validate(config: EngineConfig) -> None:
         raise InvalidEngineConfig(
             f"EngineConfig.object_detection = {config.object_detection!r}: it is one of {', '.join(modes)}"
         )
+    for name in ("face_runtime", "object_runtime"):
+        if (value := getattr(config, name)) not in get_args(Runtime):
+            raise InvalidEngineConfig(
+                f"EngineConfig.{name} = {value!r}: it is one of {', '.join(get_args(Runtime))}"
+            )
     if not _valid_scales(config.contrast_scales):
         raise InvalidEngineConfig(
             f"EngineConfig.contrast_scales = {config.contrast_scales!r}: give at least one (centre, surround)"

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.engine.config import EngineConfig
+from worker.engine.config import EngineConfig, Runtime
+from worker.engine.runtimes import Session, open_session, resolve
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +104,18 @@ COCO_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _cpu_session(model: bytes) -> Any:
-    """An onnxruntime session on one CPU thread (workers scale by processes, not threads)."""
-    import onnxruntime as ort
+class _Sessions:
+    """A graph loaded once per runtime, on first use: one detector instance serves every config."""
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    def __init__(self, kind: str, model: bytes, outputs: tuple[str, ...]) -> None:
+        self._kind, self._model, self._outputs = kind, model, outputs
+        self._loaded: dict[str, Session] = {}
+
+    def get(self, requested: Runtime) -> Session:
+        runtime = resolve(requested, self._kind)
+        if runtime not in self._loaded:
+            self._loaded[runtime] = open_session(runtime, self._model, self._outputs)
+        return self._loaded[runtime]
 
 
 # --------------------------------------------------------------------------------------------- faces
@@ -156,7 +160,7 @@ class CenterFace:
             }
         )
         model = update_inputs_outputs_dims(model, dims_in, dims_out)
-        self._session: Any = _cpu_session(model.SerializeToString())
+        self._sessions = _Sessions("face", model.SerializeToString(), ("537", "538", "539"))
 
     def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
         h, w = rgb.shape[:2]
@@ -172,7 +176,7 @@ class CenterFace:
             net_in = np.asarray(cv2.resize(rgb, (pw, ph), interpolation=interp), dtype=np.uint8)
         h, w = ph, pw
         blob = np.ascontiguousarray(net_in.transpose(2, 0, 1)[None], dtype=np.float32)
-        heat, scale, offset, _ = self._session.run(["537", "538", "539", "540"], {"input.1": blob})
+        heat, scale, offset = self._sessions.get(config.face_runtime).run(blob)
         heat = heat[0, 0]
         ys, xs = np.nonzero(heat > config.face_candidate_threshold)
         boxes: list[Box] = []
@@ -268,21 +272,19 @@ class ObjectDetector:
     """NanoDet-g (Apache-2.0; see models/NOTICE.md): the 80 COCO classes, people included, in one pass.
 
     Fully convolutional with GFL box heads: the image keeps its aspect ratio at a long side of
-    ``EngineConfig.object_input_long_side``
-    (rounded to multiples of 32, the coarsest stride) instead of being squashed to a square; each of the
-    three strides predicts per-cell class scores (sigmoid) and, per box side, a distribution over 11 bins
-    whose mean x stride is the distance from the cell centre. Per-class NMS. About 15 ms at 416 x 320.
+    ``EngineConfig.object_input_long_side`` (rounded to multiples of 32, the coarsest stride) instead of
+    being squashed to a square. The shipped graph ends at the three heads (``tools/clean_nanodet.py``
+    cut the TF.js post-processing off): per stride, 1 x 124 x h x w, that is for every cell 80 class
+    logits (sigmoid: the score), then for each box side (left, top, right, bottom) 11 bin logits whose
+    softmax mean x stride is the side's distance from the cell centre. Per-class NMS. About 15 ms at
+    416 x 320.
     """
 
     name = "object"
-    _STRIDES = (32, 16, 8)
+    _CLASSES = 80
     _BINS = 11
-    # (scores, box distributions) output names per stride, as the converter named them.
-    _OUTPUTS = (
-        ("Identity_2:0", "Identity_5:0"),
-        ("Identity_1:0", "Identity_4:0"),
-        ("Identity:0", "Identity_3:0"),
-    )
+    # The graph's outputs, one head per stride, coarsest first (the order ties in NMS were broken in).
+    _HEADS = (("s32", 32), ("s16", 16), ("s8", 8))
     # The training pipeline's normalisation (BGR order, ImageNet mean/std in 0..255).
     _MEAN = np.array([103.53, 116.28, 123.675], dtype=np.float32)
     _STD = np.array([57.375, 57.12, 58.395], dtype=np.float32)
@@ -292,27 +294,11 @@ class ObjectDetector:
     )
 
     def __init__(self, path: str = OBJECT_MODEL) -> None:
-        import onnx
-        from onnx import numpy_helper
-
         if not os.path.exists(path):
             raise ImportError(f"object model {path} is not installed")
-        model = onnx.load(path)
-        # Weights ship as float16 (the published weights are float16, so this is exact and half the
-        # size); onnxruntime's CPU kernels want float32.
-        for init in model.graph.initializer:
-            if init.data_type == onnx.TensorProto.FLOAT16:
-                init.CopyFrom(
-                    numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name)
-                )
-        # The converted graph is fixed at 416 x 416; its resizes use scales and its reshapes infer their
-        # length, so height and width can be left free.
-        dims = model.graph.input[0].type.tensor_type.shape.dim
-        dims[2].dim_param, dims[3].dim_param = "H", "W"
-        for out in model.graph.output:
-            out.type.tensor_type.shape.dim[1].dim_param = "cells"
-        self._session: Any = _cpu_session(model.SerializeToString())
-        self._input = self._session.get_inputs()[0].name
+        with open(path, "rb") as f:
+            model = f.read()
+        self._sessions = _Sessions("object", model, tuple(name for name, _ in self._HEADS))
 
     @classmethod
     def blob(cls, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -333,34 +319,42 @@ class ObjectDetector:
         blob = self.blob(
             np.asarray(cv2.resize(rgb[:, :, :3], (nw, nh), interpolation=interp), dtype=np.uint8)
         )
-        names = [n for pair in self._OUTPUTS for n in pair]
-        outs = dict(zip(names, self._session.run(names, {self._input: blob}), strict=True))
+        heads = self._sessions.get(config.object_runtime).run(blob)
         boxes: list[Box] = []
-        for stride, (score_name, box_name) in zip(self._STRIDES, self._OUTPUTS, strict=True):
-            scores = outs[score_name][0]
-            cls = scores.argmax(axis=1)
-            best = scores[np.arange(len(cls)), cls]
-            cells = np.flatnonzero(best >= config.object_candidate_threshold)
-            if cells.size == 0:
-                continue
-            logits = outs[box_name][0][cells].reshape(-1, 4, self._BINS)
-            prob = np.exp(logits - logits.max(axis=2, keepdims=True))
-            prob /= prob.sum(axis=2, keepdims=True)
-            dist = (prob * np.arange(self._BINS, dtype=np.float32)).sum(axis=2) * stride
-            cols = nw // stride
-            cx = (cells % cols + 0.5) * stride
-            cy = (cells // cols + 0.5) * stride
-            for i, cell in enumerate(cells):
-                x0 = min(1.0, max(0.0, float(cx[i] - dist[i, 0]) / nw))
-                y0 = min(1.0, max(0.0, float(cy[i] - dist[i, 1]) / nh))
-                x1 = min(1.0, max(0.0, float(cx[i] + dist[i, 2]) / nw))
-                y1 = min(1.0, max(0.0, float(cy[i] + dist[i, 3]) / nh))
-                if x1 > x0 and y1 > y0:
-                    boxes.append(Box(x0, y0, x1, y1, float(best[cell]), COCO_CLASSES[int(cls[cell])]))
+        for (_, stride), head in zip(self._HEADS, heads, strict=True):
+            boxes.extend(self._decode(head[0].reshape(head.shape[1], -1), stride, nw, nh, config))
         kept: list[Box] = []
         for label in sorted({b.label for b in boxes}):
             kept.extend(_nms([b for b in boxes if b.label == label], config.object_nms_iou))
         return sorted(kept, key=lambda b: -b.score)
+
+    def _decode(
+        self, head: NDArray[np.float32], stride: int, nw: int, nh: int, config: EngineConfig
+    ) -> list[Box]:
+        """Boxes from one head (channels x cells, cells row by row) at one stride."""
+        logits = head[: self._CLASSES]
+        cls = logits.argmax(axis=0)
+        # The sigmoid of the best logit only: it is monotonic, so the best class is the same.
+        best = 1.0 / (1.0 + np.exp(-logits[cls, np.arange(cls.size)]))
+        cells = np.flatnonzero(best >= config.object_candidate_threshold)
+        if cells.size == 0:
+            return []
+        bins = head[self._CLASSES :, cells].T.reshape(-1, 4, self._BINS)
+        prob = np.exp(bins - bins.max(axis=2, keepdims=True))
+        prob /= prob.sum(axis=2, keepdims=True)
+        dist = (prob * np.arange(self._BINS, dtype=np.float32)).sum(axis=2) * stride
+        cols = nw // stride
+        cx = (cells % cols + 0.5) * stride
+        cy = (cells // cols + 0.5) * stride
+        boxes: list[Box] = []
+        for i, cell in enumerate(cells):
+            x0 = min(1.0, max(0.0, float(cx[i] - dist[i, 0]) / nw))
+            y0 = min(1.0, max(0.0, float(cy[i] - dist[i, 1]) / nh))
+            x1 = min(1.0, max(0.0, float(cx[i] + dist[i, 2]) / nw))
+            y1 = min(1.0, max(0.0, float(cy[i] + dist[i, 3]) / nh))
+            if x1 > x0 and y1 > y0:
+                boxes.append(Box(x0, y0, x1, y1, float(best[cell]), COCO_CLASSES[int(cls[cell])]))
+        return boxes
 
 
 def persons_from_faces(faces: list[Box], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
