@@ -110,7 +110,7 @@ def test_a_trace_links_the_http_span_to_the_worker_s_spans(
         assert rid != "caller-7f3a" and answer.headers["x-request-id"] == "caller-7f3a"
         assert wait_done(c, project, rid)["Status"] == "Succeeded"
 
-    worker_steps = {"run/cropq.crop", "fetch", "engine", "store"}
+    worker_steps = {"run/cropq.crop", "fetch", "engine", "decode", "detect", "score", "store"}
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         spans = receiver.trace(TRACE_ID)
@@ -129,6 +129,11 @@ def test_a_trace_links_the_http_span_to_the_worker_s_spans(
         while chain[-1].parent_id in by_id:
             chain.append(by_id[chain[-1].parent_id])
         assert http in chain, [(s.service, s.name) for s in chain]
+    # The engine's own stages (worker/engine/stages.py) hang under its span.
+    (engine,) = [s for s in spans if s.service == "cropq-worker" and s.name == "engine"]
+    for name in ("decode", "detect", "score"):
+        (engine_stage,) = [s for s in spans if s.name == name]
+        assert engine_stage.parent_id == engine.span_id, name
     # The request's log lines carry our RequestId, the caller's id and the trace.
     lines = [json.loads(line) for line in stack.api.log_path.read_text().splitlines() if line.startswith("{")]
     (logged,) = [e for e in lines if e.get("event") == "job_queued" and e.get("request_id") == rid]

@@ -21,6 +21,7 @@ from worker.engine.features import saliency
 from worker.engine.hints import detector_for_hint
 from worker.engine.ratios import AUTO_CANDIDATES, AspectRatio, parse_ratio, parse_ratios
 from worker.engine.scoring import Scene, Target, Window
+from worker.engine.stages import stage
 from worker.engine.types import CropResult, CropSuggestion, Detected, Rect
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def detect_crops(
     """
     cfg = config or _DEFAULT_CONFIG
     parsed = parse_ratios(list(aspect_ratios))
-    decoded = decode(data, cfg)
+    with stage("decode"):
+        decoded = decode(data, cfg)
     return _crop(decoded, list(aspect_ratios), parsed, inclusion_hints, cfg)
 
 
@@ -72,7 +74,8 @@ def detect_crops_array(
     """The same for an H x W x 3 RGB (or RGBA, or grayscale) array; coordinates are in its pixels."""
     cfg = config or _DEFAULT_CONFIG
     parsed = parse_ratios(list(aspect_ratios))
-    decoded = from_array(rgb, cfg)
+    with stage("decode"):
+        decoded = from_array(rgb, cfg)
     return _crop(decoded, list(aspect_ratios), parsed, inclusion_hints, cfg)
 
 
@@ -84,17 +87,43 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
         alpha = np.asarray(
             cv2.resize(alpha, (ana.shape[1], ana.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32
         )
-    det_img = _detection_copy(det, decoded.width * decoded.height, cfg)
-    faces = [b for b in get_detector("face").detect(det_img, cfg) if b.score >= cfg.face_threshold][
-        : cfg.max_faces
-    ]
+    with stage("detect"):
+        faces, persons, objects, hinted = _detect(det, decoded.width * decoded.height, inclusion_hints, cfg)
+    with stage("score"), stage("score.maps"):
+        importance = saliency(
+            ana,
+            alpha,
+            cfg,
+            faces=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in faces],
+            persons=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in persons],
+            objects=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in objects],
+        )
+        h, w = importance.shape
+        targets = _targets(faces, persons, objects, hinted, w, h, cfg)
+    return Analysis(
+        Scene(importance, decoded.width, decoded.height, targets, cfg), faces, persons, objects, hinted
+    )
+
+
+def _run(name: str, rgb: NDArray[np.uint8], cfg: EngineConfig) -> list[Box]:
+    """One detector's boxes, timed as its own stage ("detect.face", "detect.object", ...)."""
+    with stage(f"detect.{name}"):
+        return get_detector(name).detect(rgb, cfg)
+
+
+def _detect(
+    det: NDArray[np.uint8], source_pixels: int, inclusion_hints: Sequence[str], cfg: EngineConfig
+) -> tuple[list[Box], list[Box], list[Box], dict[str, list[Box]]]:
+    """(faces, persons, other objects, each hint's objects) on the working copy ``det``."""
+    det_img = _detection_copy(det, source_pixels, cfg)
+    faces = [b for b in _run("face", det_img, cfg) if b.score >= cfg.face_threshold][: cfg.max_faces]
     kinds = {hint: detector_for_hint(hint) for hint in inclusion_hints}
     found: list[Box] = []
     if _objects_wanted(cfg.object_detection, faces, kinds.values()):
         # The working copy (320 px for a large source, up to 640 for a small one), which the detector
         # resizes to ``object_input_long_side`` (416): on COCO photos blown up to 12 MP, upsampling from
         # 320 found people and the largest object as well as decoding at 416 did.
-        found = get_detector("object").detect(det, cfg)
+        found = _run("object", det, cfg)
     persons = [b for b in found if b.label == "person" and b.score >= cfg.person_threshold][: cfg.max_persons]
     objects = [b for b in found if b.label != "person" and b.score >= cfg.object_threshold][
         : cfg.max_detected_objects
@@ -110,21 +139,9 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
         else:
             boxes = [b for b in found if b.label == kind and b.score >= cfg.hint_object_threshold]
             if kind in DETECTOR_NAMES:  # a detector of its own (cat faces, eyes, smiles, plates, text)
-                boxes += get_detector(kind).detect(det_img, cfg)
+                boxes += _run(kind, det_img, cfg)
             hinted[hint] = sorted(boxes, key=lambda b: -b.score)[: cfg.max_objects]
-    importance = saliency(
-        ana,
-        alpha,
-        cfg,
-        faces=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in faces],
-        persons=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in persons],
-        objects=[(b.x0, b.y0, b.x1, b.y1, b.score) for b in objects],
-    )
-    h, w = importance.shape
-    targets = _targets(faces, persons, objects, hinted, w, h, cfg)
-    return Analysis(
-        Scene(importance, decoded.width, decoded.height, targets, cfg), faces, persons, objects, hinted
-    )
+    return faces, persons, objects, hinted
 
 
 def _objects_wanted(mode: ObjectDetection, faces: list[Box], kinds: Iterable[str | None]) -> bool:
@@ -215,13 +232,14 @@ def _crop(
             cache[r] = scene.best(r.w, r.h)
         return cache[r]
 
-    for text, ratio in zip(requested, parsed, strict=True):
-        if ratio is None:
-            ratio, win = _auto(best_for, cfg.auto_importance_weight)
-            croppings.append(CropSuggestion(str(ratio), win.rect, round(win.confidence, 4)))
-        else:
-            win = best_for(ratio)
-            croppings.append(CropSuggestion(text, win.rect, round(win.confidence, 4)))
+    with stage("score"), stage("score.windows"):
+        for text, ratio in zip(requested, parsed, strict=True):
+            if ratio is None:
+                ratio, win = _auto(best_for, cfg.auto_importance_weight)
+                croppings.append(CropSuggestion(str(ratio), win.rect, round(win.confidence, 4)))
+            else:
+                win = best_for(ratio)
+                croppings.append(CropSuggestion(text, win.rect, round(win.confidence, 4)))
     matched = [
         hint
         for hint, boxes in analysis.hinted.items()
