@@ -48,11 +48,13 @@ def detections_in_pixels(case: dict[str, Any], runtime: str) -> list[dict[str, A
     ]
 
 
-def assert_same_detections(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+def assert_same_detections(
+    got: list[dict[str, Any]], want: list[dict[str, Any]], box_atol: float = 1e-4
+) -> None:
     assert [d["class"] for d in got] == [d["class"] for d in want]
     for g, w in zip(got, want, strict=True):
         assert g["score"] == pytest.approx(w["score"], abs=1e-5)
-        np.testing.assert_allclose(g["box"], w["box"], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(g["box"], w["box"], rtol=0, atol=box_atol)
 
 
 def test_reference_fixture_has_detections_to_compare() -> None:
