@@ -28,12 +28,13 @@ RUNTIMES: tuple[str, ...] = ("onnxruntime", "openvino")
 """The concrete back ends, the default first."""
 
 # The faster runtime per model, on CPUs with AVX-512 and on AVX2-only ones (one thread, medians of
-# interleaved runs; README "Runtimes"). CenterFace: onnxruntime on both. NanoDet: equal within noise
-# with AVX-512 (onnxruntime kept: no extra package), OpenVINO without it, where its oneDNN kernels keep
-# their speed and onnxruntime's do not.
+# interleaved runs; README "Runtimes"). onnxruntime won every pair measured: with AVX-512 (CenterFace
+# 11.8 against 13.6 ms, NanoDet 30.7 against 31.4), against OpenVINO capped to AVX2 by
+# ONEDNN_MAX_CPU_ISA (onnxruntime cannot be capped), and on a real AVX2-only EPYC (CenterFace 22.5
+# against 29.5 ms). A CPU where OpenVINO measures faster goes in here.
 AUTO_CHOICE: dict[str, dict[bool, str]] = {
     "face": {True: "onnxruntime", False: "onnxruntime"},
-    "object": {True: "onnxruntime", False: "openvino"},
+    "object": {True: "onnxruntime", False: "onnxruntime"},
 }
 
 
