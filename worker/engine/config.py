@@ -82,6 +82,14 @@ class EngineConfig:
     object_input_long_side: int = 416
     """Long side the object detector (NanoDet) runs at, px, rounded to multiples of 32 (its coarsest
     stride); the image keeps its aspect ratio. The network was trained at 416."""
+    detect_max_upscale: float = 16.0
+    """A small source is upscaled for the face detector by at most this factor (``detect_long_side_small``
+    is the most it gets): a thumbnail's faces are a few blurry pixels, and past some factor enlarging them
+    costs detector time (which grows with the area) without finding more."""
+    skip_objects_for_whole_image: bool = True
+    """Skip the object detector when every requested ratio's crop is the whole image (its own ratio to the
+    pixel, no ``auto``): then its boxes cannot move any crop or change a confidence. It still runs for a
+    hint naming one of its classes. The job's Detections then list no people or other objects."""
 
     # --- importance map -------------------------------------------------------------------------------
     saliency_weight: float = 1.0
@@ -365,6 +373,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
         (16, 8192, False),
     ),
     "object_input_long_side": (32, 4096, False),
+    "detect_max_upscale": (1, 16, False),
     "surround_step": (1, 255, False),
     # Weights, rewards and costs: relative, never negative (0 switches a term off).
     **dict.fromkeys(

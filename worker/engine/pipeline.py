@@ -20,7 +20,7 @@ from worker.engine.detectors import COCO_CLASSES, DETECTOR_NAMES, Box, get_detec
 from worker.engine.features import saliency
 from worker.engine.hints import detector_for_hint
 from worker.engine.ratios import AUTO_CANDIDATES, AspectRatio, parse_ratio, parse_ratios
-from worker.engine.scoring import Scene, Target, Window
+from worker.engine.scoring import Scene, Target, Window, window_size
 from worker.engine.stages import stage
 from worker.engine.types import CropResult, CropSuggestion, Detected, Rect
 
@@ -79,7 +79,11 @@ def detect_crops_array(
     return _crop(decoded, list(aspect_ratios), parsed, inclusion_hints, cfg)
 
 
-def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig) -> Analysis:
+def analyse(
+    decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig, *, whole_image_crops: bool = False
+) -> Analysis:
+    """Detections, importance map and targets of an image. ``whole_image_crops``: every crop asked for is
+    the whole image, so the object detector's boxes could not move one (``skip_objects_for_whole_image``)."""
     det = decoded.rgb
     ana = shrink(det, cfg.analysis_long_side)
     alpha = decoded.alpha
@@ -88,7 +92,9 @@ def analyse(decoded: Decoded, inclusion_hints: Sequence[str], cfg: EngineConfig)
             cv2.resize(alpha, (ana.shape[1], ana.shape[0]), interpolation=cv2.INTER_AREA), dtype=np.float32
         )
     with stage("detect"):
-        faces, persons, objects, hinted = _detect(det, decoded.width * decoded.height, inclusion_hints, cfg)
+        faces, persons, objects, hinted = _detect(
+            det, decoded.width * decoded.height, inclusion_hints, cfg, whole_image_crops
+        )
     with stage("score"), stage("score.maps"):
         importance = saliency(
             ana,
@@ -112,14 +118,18 @@ def _run(name: str, rgb: NDArray[np.uint8], cfg: EngineConfig) -> list[Box]:
 
 
 def _detect(
-    det: NDArray[np.uint8], source_pixels: int, inclusion_hints: Sequence[str], cfg: EngineConfig
+    det: NDArray[np.uint8],
+    source_pixels: int,
+    inclusion_hints: Sequence[str],
+    cfg: EngineConfig,
+    whole_image_crops: bool,
 ) -> tuple[list[Box], list[Box], list[Box], dict[str, list[Box]]]:
     """(faces, persons, other objects, each hint's objects) on the working copy ``det``."""
     det_img = _detection_copy(det, source_pixels, cfg)
     faces = [b for b in _run("face", det_img, cfg) if b.score >= cfg.face_threshold][: cfg.max_faces]
     kinds = {hint: detector_for_hint(hint) for hint in inclusion_hints}
     found: list[Box] = []
-    if _objects_wanted(cfg.object_detection, faces, kinds.values()):
+    if _objects_wanted(cfg, faces, kinds.values(), whole_image_crops):
         # The working copy (320 px for a large source, up to 640 for a small one), which the detector
         # resizes to ``object_input_long_side`` (416): on COCO photos blown up to 12 MP, upsampling from
         # 320 found people and the largest object as well as decoding at 416 did.
@@ -144,12 +154,19 @@ def _detect(
     return faces, persons, objects, hinted
 
 
-def _objects_wanted(mode: ObjectDetection, faces: list[Box], kinds: Iterable[str | None]) -> bool:
-    """Whether the object detector runs: per ``EngineConfig.object_detection``, and for any hint that
-    names one of its classes unless it is "off"."""
-    if mode == "always" or (mode == "no_faces" and not faces):
+def _objects_wanted(
+    cfg: EngineConfig, faces: list[Box], kinds: Iterable[str | None], whole_image_crops: bool
+) -> bool:
+    """Whether the object detector runs: per ``EngineConfig.object_detection`` unless every crop is the
+    whole image, and for any hint that names one of its classes unless it is "off"."""
+    mode: ObjectDetection = cfg.object_detection
+    if mode == "off":
+        return False
+    if any(k in COCO_CLASSES for k in kinds):  # MatchedInclusionHints needs the hint's objects
         return True
-    return mode != "off" and any(k in COCO_CLASSES for k in kinds)
+    if whole_image_crops and cfg.skip_objects_for_whole_image:
+        return False
+    return mode == "always" or (mode == "no_faces" and not faces)
 
 
 def _targets(
@@ -222,7 +239,12 @@ def _crop(
     cfg: EngineConfig,
 ) -> CropResult:
     hints = [h for h in inclusion_hints if h.strip()]
-    analysis = analyse(decoded, hints, cfg)
+    whole = all(
+        r is not None
+        and window_size(decoded.width, decoded.height, r.w, r.h) == (decoded.width, decoded.height)
+        for r in parsed
+    )
+    analysis = analyse(decoded, hints, cfg, whole_image_crops=whole)
     scene = analysis.scene
     croppings: list[CropSuggestion] = []
     cache: dict[AspectRatio, Window] = {}
@@ -305,7 +327,7 @@ def _detection_copy(rgb: NDArray[np.uint8], source_pixels: int, cfg: EngineConfi
     if source_pixels > cfg.small_image_pixels:
         return shrink(rgb, cfg.detect_long_side)
     h, w = rgb.shape[:2]
-    scale = cfg.detect_long_side_small / max(h, w)
+    scale = min(cfg.detect_long_side_small / max(h, w), cfg.detect_max_upscale)
     if scale <= 1.0:
         return shrink(rgb, cfg.detect_long_side_small)
     size = (round(w * scale), round(h * scale))

@@ -133,17 +133,8 @@ class Scene:
 
     # -- the search ---------------------------------------------------------------------------------
     def window_size(self, rw: int, rh: int) -> tuple[int, int]:
-        """(width, height) in full pixels of the largest window of ratio rw:rh. Smaller windows are not
-        searched: they almost never won, and are judged (and used) at full size anyway."""
-        width, height = self.width, self.height
-        r = rw / rh
-        if width / height >= r:
-            h = height
-            w = max(1, min(width, round(h * r)))
-        else:
-            w = width
-            h = max(1, min(height, round(w / r)))
-        return w, h
+        """(width, height) in full pixels of the largest window of ratio rw:rh (:func:`window_size`)."""
+        return window_size(self.width, self.height, rw, rh)
 
     def best(self, rw: int, rh: int) -> Window:
         """The best position of the largest window of ratio rw:rh: it slides along one axis at full
@@ -172,6 +163,20 @@ class Scene:
             kept=float(kept[iy, ix]),
             area_frac=(cw * ch) / (self.width * self.height),
         )
+
+
+def window_size(width: int, height: int, rw: int, rh: int) -> tuple[int, int]:
+    """(width, height) in full pixels of the largest window of ratio rw:rh in a width x height image.
+    Smaller windows are not searched: they almost never won, and are judged (and used) at full size
+    anyway."""
+    r = rw / rh
+    if width / height >= r:
+        h = height
+        w = max(1, min(width, round(h * r)))
+    else:
+        w = width
+        h = max(1, min(height, round(w / r)))
+    return w, h
 
 
 def _positions(span: int, analysis_size: int) -> F64:
