@@ -183,27 +183,25 @@ def test_text_shape_rules_decide_what_counts_as_text() -> None:
 
 # --- input sizes -----------------------------------------------------------------------------------
 class _SessionSpy:
-    """Wraps an onnxruntime session and records the shape of every input it runs on."""
+    """Wraps a detector's inference session and records the shape of every input it runs on."""
 
     def __init__(self, session: Any) -> None:
         self._session = session
         self.shapes: list[tuple[int, ...]] = []
 
-    def run(self, names: Any, feeds: dict[str, NDArray[np.float32]]) -> Any:
-        self.shapes += [tuple(v.shape) for v in feeds.values()]
-        return self._session.run(names, feeds)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
+    def run(self, blob: NDArray[np.float32]) -> Any:
+        self.shapes.append(tuple(blob.shape))
+        return self._session.run(blob)
 
 
 @pytest.fixture
 def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, _SessionSpy]]:
     out = {}
     for name in ("face", "object"):
-        detector = get_detector(name)
-        out[name] = _SessionSpy(detector._session)  # type: ignore[attr-defined]
-        monkeypatch.setattr(detector, "_session", out[name])
+        sessions = get_detector(name)._sessions  # type: ignore[attr-defined]
+        spy = _SessionSpy(sessions.get("onnxruntime"))
+        monkeypatch.setattr(sessions, "get", lambda runtime, spy=spy: spy)
+        out[name] = spy
     yield out
 
 
