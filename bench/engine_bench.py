@@ -3,17 +3,25 @@
     python bench/engine_bench.py [IMAGE.jpg ...] [--repeat 5]
 
 Without paths it builds realistic ~3 MB 4000x3000 JPEGs from scikit-image photos (upscaled + noise).
-Rows: the floor (1/8-scale JPEG decode alone), cropq (5 ratios, face detection on; by default, with
-object detection only for hints, and with faces detected at 640 px), smartcrop.py
-(default options, as the eval's croppers.py calls it) and libvips smartcrop attention/entropy when
-pyvips is importable. Prints ms/image (median, p95) and the ratio to the floor.
+Prints the CPU (model, vector extensions, cores, load) and the runtime and precision of each model, then
+rows for the floor (1/8-scale JPEG decode alone), cropq (5 ratios, face detection on; by default, with
+object detection only for hints, and with faces detected at 640 px), smartcrop.py (default options, as
+the eval's croppers.py calls it) and libvips smartcrop attention/entropy when pyvips is importable:
+ms/image (median, p95) and the ratio to the floor. Then the engine's cost per stage (decode, each
+detector, maps, window search), as the engine reports them to its stage hook (worker/engine/stages.py).
+Methods run interleaved, image by image, so that a busy machine slows all of them alike; medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import dataclasses
+import importlib.metadata
 import io
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -26,9 +34,60 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker.engine.config import EngineConfig
+from worker.engine.detectors import get_detector
 from worker.engine.pipeline import detect_crops
+from worker.engine.stages import reporting_stages
 
 RATIOS = ["1:1", "16:9", "4:3", "9:16", "3:2"]
+
+# Vector extensions that decide which kernels the runtimes use (x86 /proc/cpuinfo "flags", ARM "Features").
+VECTOR_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2",
+)  # fmt: skip
+CALL = "*"
+"""The whole call, next to the stages of one run."""
+# The engine's stages as the table prints them: (stage hook name, row label).
+STAGES = (
+    ("decode", "decode (JPEG at 1/8 + resize to the working copy)"),
+    ("detect.face", "faces (CenterFace)"),
+    ("detect.object", "objects and people (NanoDet)"),
+    ("score.maps", "importance map and targets"),
+    ("score.windows", "window search (5 ratios)"),
+)
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """(CPU model, the vector extensions it reports), from /proc/cpuinfo or else the platform module."""
+    model, flags = "", set[str]()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), [f for f in VECTOR_FLAGS if f in flags]
+
+
+def model_runtimes(config: EngineConfig) -> list[tuple[str, str, str]]:
+    """(model, runtime, precision) of each network, as its detector loaded it for ``config``."""
+    out = []
+    for name, requested in (("face", config.face_runtime), ("object", config.object_runtime)):
+        sessions = getattr(get_detector(name), "_sessions", None)
+        if sessions is None:
+            out.append((name, "not installed", "-"))
+            continue
+        session = sessions.get(requested)
+        runtime = session.runtime
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            runtime += " " + importlib.metadata.version(runtime)
+        out.append((name, runtime, getattr(session, "precision", "fp32")))
+    return out
 
 
 def make_images(folder: Path, count: int = 3) -> list[Path]:
@@ -52,6 +111,31 @@ def floor(data: bytes) -> None:
     im = Image.open(io.BytesIO(data))
     im.draft("RGB", (im.width // 8, im.height // 8))
     np.asarray(im.convert("RGB"))
+
+
+class StageTimes:
+    """Milliseconds per stage and run, from the engine's stage hook (a stage reported in pieces adds up)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
+
+    def timed(self, method: str, run: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def wrapped(data: bytes) -> None:
+            spent: dict[str, float] = collections.defaultdict(float)
+
+            def hook(name: str, start: int, end: int) -> None:
+                spent[name] += (end - start) / 1e6
+
+            t0 = time.perf_counter()
+            with reporting_stages(hook):
+                run(data)
+            spent[CALL] = (time.perf_counter() - t0) * 1000.0
+            self.runs[method].append(spent)
+
+        return wrapped
+
+    def median(self, method: str, stage: str) -> float:
+        return float(np.median([run.get(stage, 0.0) for run in self.runs[method]]))
 
 
 def ours(data: bytes) -> None:
@@ -120,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths = a.images or make_images(Path(tmp))
         blobs = [p.read_bytes() for p in paths]
+    stages = StageTimes()
+    default, hint = "cropq (default: faces + objects and people)", "cropq (object detection on hint only)"
     methods: list[tuple[str, Callable[[bytes], None] | None]] = [
         ("decode floor (1/8 JPEG)", floor),
-        ("cropq (default: faces + objects and people)", ours),
-        ("cropq (object detection on hint only)", ours_fast),
+        (default, stages.timed(default, ours)),
+        (hint, stages.timed(hint, ours_fast)),
         ("cropq (hint only, faces from 3.3%: face detection at 640)", ours_small_faces),
     ]
     if not a.no_peers:
@@ -135,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     for _, fn in methods:  # warm up: models load once per process, not per image
         if fn is not None:
             fn(blobs[0])
+    stages.runs.clear()
     times: dict[str, list[float]] = {name: [] for name, _ in methods}
     # Interleave methods per image so that machine noise hits all of them alike.
     for _ in range(a.repeat):
@@ -147,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append((time.perf_counter() - t0) * 1000.0)
     sizes = ", ".join(f"{len(b) / 1e6:.1f} MB" for b in blobs)
     out = sys.stdout
-    out.write(f"{len(blobs)} JPEGs ({sizes}), {a.repeat} runs each, {len(RATIOS)} ratios\n\n")
+    model, flags = cpu_description()
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    out.write(f"CPU: {model}; {os.cpu_count()} logical cores; load average {load} (1, 5, 15 min)\n")
+    out.write(f"vector extensions: {' '.join(flags) or 'none reported'}\n")
+    for name, runtime, precision in model_runtimes(EngineConfig()):
+        out.write(f"{name} model: {runtime}, {precision}, one thread\n")
+    out.write(f"\n{len(blobs)} JPEGs ({sizes}), {a.repeat} runs each, {len(RATIOS)} ratios\n\n")
     out.write("| method | ms/image median | p95 | x floor (median) |\n|---|---|---|---|\n")
     base = float(np.median(times["decode floor (1/8 JPEG)"]))
     for name, fn in methods:
@@ -157,7 +250,32 @@ def main(argv: list[str] | None = None) -> int:
         t = np.asarray(times[name])
         med = float(np.median(t))
         out.write(f"| {name} | {med:.1f} | {float(np.percentile(t, 95)):.1f} | {med / base:.2f} |\n")
+    write_stages(stages, {"default": default, "hint": hint}, base)
     return 0
+
+
+def write_stages(stages: StageTimes, methods: dict[str, str], base: float) -> None:
+    """Per-stage medians of each cropq method, in ms and as a multiple of the floor's median."""
+    out = sys.stdout
+    out.write("\nPer stage (median ms / x floor):\n\n")
+    out.write("| stage | " + " | ".join(f"{label}: ms / x floor" for label in methods) + " |\n")
+    out.write("|---" * (len(methods) + 1) + "|\n")
+    rows = [
+        *STAGES,
+        ("", "rest (detector input copies, box filtering, summed-area table, results)"),
+        (CALL, "whole call"),
+    ]
+    for stage, label in rows:
+        cells = []
+        for method in methods.values():
+            if stage == "":
+                ms = float(
+                    np.median([r[CALL] - sum(r.get(s, 0.0) for s, _ in STAGES) for r in stages.runs[method]])
+                )
+            else:
+                ms = stages.median(method, stage)
+            cells.append(f"{ms:.1f} / {ms / base:.2f}")
+        out.write(f"| {label} | " + " | ".join(cells) + " |\n")
 
 
 if __name__ == "__main__":
