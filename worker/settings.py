@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.engine.config import EngineConfig
+from worker.engine.config import EngineConfig, ObjectDetection, Runtime
 
 WEBHOOK_MAX_DELAY_FACTOR = 2
 """A receiver's ``Retry-After`` may stretch a callback retry delay to this multiple of its scheduled value
@@ -139,11 +139,20 @@ class Settings(BaseSettings):
         "InvalidArgument.ImageTooComplex after one attempt. A 100 MP PNG decodes in about 0.5 s.",
     )
     queue_name: str = Field("cropq", description="Celery queue the crop jobs travel on.")
-    object_detection: Literal["always", "no_faces", "hint", "off"] = Field(
+    object_detection: ObjectDetection = Field(
         "always",
         description="When workers and `cropq crop` run the object detector (people and the other COCO "
         "classes): always (best at keeping people and the subject; about 0.8 of a JPEG decode more per "
         "12 MP photo), no_faces, hint (only for a hint naming one of its classes; fastest) or off.",
+    )
+    face_runtime: Runtime = Field(
+        "auto",
+        description="What runs the face detector (CenterFace): onnxruntime, openvino (needs the `openvino` "
+        "extra), or auto (the runtime measured fastest on this CPU among those installed; onnxruntime on "
+        "every CPU measured so far).",
+    )
+    object_runtime: Runtime = Field(
+        "auto", description="What runs the object detector (NanoDet): the same choices as CROPQ_FACE_RUNTIME."
     )
     face_detect_long_side: int = Field(
         320,
@@ -363,6 +372,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_pixels=settings.max_image_pixels,
         object_detection=settings.object_detection,
         detect_long_side=settings.face_detect_long_side,
+        face_runtime=settings.face_runtime,
+        object_runtime=settings.object_runtime,
         decode_memory_bytes=settings.decode_memory_mb * 1024 * 1024,
         decode_time_limit=settings.decode_time_limit_seconds,
         decode_isolated=True,  # workers and `cropq crop` alike: a hostile file cannot hold the process
