@@ -140,8 +140,10 @@ class OrphanSweeper:
                 )
                 r.zrem(index, rid)
                 continue
-            (self.resend_batch if job.BatchId else self.resend)(message_of(job))
+            # The new sign of life goes in before the message goes out: a resent job can run and finish (and
+            # leave the index) before this thread writes again, and must not be put back after its end.
             r.zadd(index, {rid: now})
+            (self.resend_batch if job.BatchId else self.resend)(message_of(job))
             resent.append(rid)
             log.warning("orphaned_job_sent_again", request_id=rid, status=job.Status.value, resends=times)
         self._suspects = suspects

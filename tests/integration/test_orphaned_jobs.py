@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from cropq_cli.localstack import wait_until
 from tests.conftest import Stack, wait_for_workers_on
 from tests.integration.helpers import jpeg, submit, wait_done
 
@@ -32,7 +33,8 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(make_stack: Any
         found_after = time.monotonic() - t0
     assert job["Status"] == "Succeeded", job
     assert "orphaned_job_sent_again" in stack.workers[0].log_path.read_text()
-    assert r.zscore(f"cropq:open:{queue}", rid) is None  # finished jobs leave the index
+    # Finished jobs leave the index (the worker removes it just after storing the end the poll saw).
+    wait_until(lambda: r.zscore(f"cropq:open:{queue}", rid) is None, 5, "the open-job index entry to go")
     # 2 x 5 s visibility + 5 s margin after its last sign of life, confirmed on a second sweep 2 s later.
     assert found_after < 40, found_after
     print(f"orphan found and finished {found_after:.1f} s after its worker started")
