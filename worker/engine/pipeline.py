@@ -6,7 +6,10 @@ for each requested ratio the best window -> integer rectangles of the displayed 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -93,7 +96,7 @@ def analyse(
         )
     with stage("detect"):
         faces, persons, objects, hinted = _detect(
-            det, decoded.width * decoded.height, inclusion_hints, cfg, whole_image_crops
+            det, (decoded.width, decoded.height), inclusion_hints, cfg, whole_image_crops
         )
     with stage("score"), stage("score.maps"):
         importance = saliency(
@@ -119,13 +122,15 @@ def _run(name: str, rgb: NDArray[np.uint8], cfg: EngineConfig) -> list[Box]:
 
 def _detect(
     det: NDArray[np.uint8],
-    source_pixels: int,
+    source: tuple[int, int],
     inclusion_hints: Sequence[str],
     cfg: EngineConfig,
     whole_image_crops: bool,
 ) -> tuple[list[Box], list[Box], list[Box], dict[str, list[Box]]]:
-    """(faces, persons, other objects, each hint's objects) on the working copy ``det``."""
-    det_img = _detection_copy(det, source_pixels, cfg)
+    """(faces, persons, other objects, each hint's objects) on the working copy ``det`` of a source of
+    ``source`` (width, height) pixels."""
+    det_img = _detection_copy(det, source[0] * source[1], cfg)
+    source_long = max(source)
     faces = [b for b in _run("face", det_img, cfg) if b.score >= cfg.face_threshold][: cfg.max_faces]
     kinds = {hint: detector_for_hint(hint) for hint in inclusion_hints}
     found: list[Box] = []
@@ -133,7 +138,7 @@ def _detect(
         # The working copy (320 px for a large source, up to 640 for a small one), which the detector
         # resizes to ``object_input_long_side`` (416): on COCO photos blown up to 12 MP, upsampling from
         # 320 found people and the largest object as well as decoding at 416 did.
-        found = _run("object", det, cfg)
+        found = _run("object", det, _object_config(cfg, source_long))
     persons = [b for b in found if b.label == "person" and b.score >= cfg.person_threshold][: cfg.max_persons]
     objects = [b for b in found if b.label != "person" and b.score >= cfg.object_threshold][
         : cfg.max_detected_objects
@@ -320,6 +325,20 @@ def _inside(b: Box, rect: Rect, width: int, height: int, tol: float) -> bool:
     return holds(b.x0 * width, b.x1 * width, rect.left, rect.right) and holds(
         b.y0 * height, b.y1 * height, rect.top, rect.bottom
     )
+
+
+def _object_config(cfg: EngineConfig, source_long: int) -> EngineConfig:
+    """``cfg`` with NanoDet's input no larger than ``object_max_upscale`` times the source's long side
+    (rounded up to its stride of 32): a thumbnail is not blown up to 416 px."""
+    cap = -(-math.ceil(source_long * cfg.object_max_upscale) // 32) * 32
+    if cap >= cfg.object_input_long_side:
+        return cfg
+    return _with_object_input(cfg, max(32, cap))
+
+
+@functools.lru_cache(maxsize=64)
+def _with_object_input(cfg: EngineConfig, long_side: int) -> EngineConfig:
+    return dataclasses.replace(cfg, object_input_long_side=long_side)
 
 
 def _detection_copy(rgb: NDArray[np.uint8], source_pixels: int, cfg: EngineConfig) -> NDArray[np.uint8]:

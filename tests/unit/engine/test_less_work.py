@@ -30,9 +30,11 @@ class Counting:
         self.name = name
         self.boxes = boxes
         self.shapes: list[tuple[int, int]] = []
+        self.input_sides: list[int] = []
 
     def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = FULL) -> list[Box]:
         self.shapes.append((rgb.shape[1], rgb.shape[0]))
+        self.input_sides.append(config.object_input_long_side)
         return list(self.boxes)
 
 
@@ -128,6 +130,15 @@ def test_a_small_photo_is_upscaled_for_faces_by_at_most_the_cap(stubs: dict[str,
     detect_crops_array(rgb, ["1:1"], config=EngineConfig(detect_max_upscale=16.0))
     detect_crops_array(_image(500, 400), ["1:1"], config=EngineConfig(detect_max_upscale=2.0))
     assert stubs["face"].shapes == [(400, 300), (640, 480), (640, 512)]
+
+
+def test_a_small_photo_is_upscaled_for_objects_by_at_most_the_cap(stubs: dict[str, Counting]) -> None:
+    capped = EngineConfig(object_max_upscale=1.0)
+    for width, height in ((256, 256), (300, 200), (500, 400), (4000, 3000)):
+        detect_crops_array(_image(width, height), ["16:9"], config=capped)
+    detect_crops_array(_image(256, 256), ["16:9"], config=EngineConfig(object_max_upscale=16.0))
+    # The source's long side rounded up to NanoDet's stride of 32, never above object_input_long_side.
+    assert stubs["object"].input_sides == [256, 320, 416, 416, 416]
 
 
 def test_the_engine_reports_its_stages(stubs: dict[str, Counting]) -> None:
