@@ -20,6 +20,9 @@ ObjectDetection = Literal["always", "no_faces", "hint", "off"]
 Runtime = Literal["auto", "onnxruntime", "openvino"]
 """A detector's inference back end (see :attr:`EngineConfig.face_runtime`, ``worker.engine.runtimes``)."""
 
+Precision = Literal["fp32", "int8"]
+"""A detector's arithmetic: its float graph, or the int8 graph quantised from it (``face_precision``)."""
+
 ContrastScales = tuple[tuple[float, float], ...]
 
 
@@ -239,6 +242,12 @@ class EngineConfig:
     the same faces to within float rounding; a runtime that is not installed falls back to onnxruntime."""
     object_runtime: Runtime = "auto"
     """The same for NanoDet."""
+    face_precision: Precision = "fp32"
+    """CenterFace's graph: "fp32" (as published) or "int8" (static int8 quantisation of it, made by
+    ``tools/quantize_detectors.py``; README "Runtimes" gives its speed and quality). A precision whose
+    graph is not installed runs in fp32, with one log line."""
+    object_precision: Precision = "fp32"
+    """The same for NanoDet."""
 
     # --- detector internals ---------------------------------------------------------------------------
     face_candidate_threshold: float = 0.3
@@ -315,6 +324,11 @@ def _validate(config: EngineConfig) -> None:
         if (value := getattr(config, name)) not in get_args(Runtime):
             raise InvalidEngineConfig(
                 f"EngineConfig.{name} = {value!r}: it is one of {', '.join(get_args(Runtime))}"
+            )
+    for name in ("face_precision", "object_precision"):
+        if (value := getattr(config, name)) not in get_args(Precision):
+            raise InvalidEngineConfig(
+                f"EngineConfig.{name} = {value!r}: it is one of {', '.join(get_args(Precision))}"
             )
     if not _valid_scales(config.contrast_scales):
         raise InvalidEngineConfig(

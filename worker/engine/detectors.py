@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.engine.config import EngineConfig, Runtime
+from worker.engine.config import EngineConfig, Precision, Runtime
 from worker.engine.runtimes import Session, open_session, resolve
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,10 @@ def iou(a: Box, b: Box) -> float:
 MODEL_DIR = os.path.join(os.path.dirname(__file__), "models")
 FACE_MODEL = os.path.join(MODEL_DIR, "centerface.onnx")
 OBJECT_MODEL = os.path.join(MODEL_DIR, "nanodet_coco.onnx")
+# int8 graphs made from the float ones by tools/quantize_detectors.py (models/NOTICE.md); a precision
+# whose file is not shipped falls back to fp32 with one log line.
+FACE_MODEL_INT8 = os.path.join(MODEL_DIR, "centerface_int8.onnx")
+OBJECT_MODEL_INT8 = os.path.join(MODEL_DIR, "nanodet_coco_int8.onnx")
 
 COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -107,15 +111,81 @@ COCO_CLASSES: tuple[str, ...] = (
 class _Sessions:
     """A graph loaded once per runtime, on first use: one detector instance serves every config."""
 
-    def __init__(self, kind: str, model: bytes, outputs: tuple[str, ...]) -> None:
-        self._kind, self._model, self._outputs = kind, model, outputs
+    def __init__(
+        self, kind: str, model: bytes, outputs: tuple[str, ...], precision: Precision = "fp32"
+    ) -> None:
+        self._kind, self._model, self._outputs, self.precision = kind, model, outputs, precision
         self._loaded: dict[str, Session] = {}
 
     def get(self, requested: Runtime) -> Session:
         runtime = resolve(requested, self._kind)
         if runtime not in self._loaded:
-            self._loaded[runtime] = open_session(runtime, self._model, self._outputs)
+            session = open_session(runtime, self._model, self._outputs)
+            session.precision = self.precision
+            self._loaded[runtime] = session
         return self._loaded[runtime]
+
+
+_warned_precision: set[str] = set()
+
+
+class _Precisions:
+    """The fp32 graph (always shipped) and its int8 twin (read on first use; fp32 when not shipped)."""
+
+    def __init__(self, kind: str, fp32: _Sessions, int8_path: str) -> None:
+        self._kind, self.fp32, self._int8_path = kind, fp32, int8_path
+        self._int8: _Sessions | None = None
+
+    def get(self, precision: Precision) -> _Sessions:
+        if precision == "fp32":
+            return self.fp32
+        if self._int8 is None:
+            if not os.path.exists(self._int8_path):
+                if self._kind not in _warned_precision:  # once per process, not once per image
+                    _warned_precision.add(self._kind)
+                    log.warning(
+                        "cropq engine: no int8 %s model is installed (%s), it runs in fp32",
+                        self._kind,
+                        self._int8_path,
+                    )
+                return self.fp32
+            with open(self._int8_path, "rb") as f:
+                self._int8 = _Sessions(self._kind, f.read(), self.fp32._outputs, "int8")
+        return self._int8
+
+
+def centerface_graph(path: str = FACE_MODEL) -> Any:
+    """CenterFace as the engine runs it (an ``onnx.ModelProto``): the shipped file, with the weights no
+    longer listed as graph inputs and the input's height and width dynamic (edits in memory only)."""
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(path)
+    # The exporter listed every weight as a graph input too, which stops onnxruntime from folding
+    # constants and fusing batch norms (about 1.8x slower): keep only the real input.
+    weights = {init.name for init in model.graph.initializer}
+    real_inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(real_inputs)
+    # The shipped graph is fixed at 32x32; mark H/W dynamic (an OpenCV DNN net reused across input
+    # shapes returns wrong boxes, onnxruntime with dynamic dims does not).
+    # The helper wants every graph input/output listed: keep the others' dims as they are.
+    dims_in: dict[str, list[Any]] = {
+        i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input
+    }
+    dims_out: dict[str, list[Any]] = {
+        o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output
+    }
+    dims_in["input.1"] = ["B", 3, "H", "W"]
+    dims_out.update(
+        {
+            "537": ["B", 1, "h", "w"],
+            "538": ["B", 2, "h", "w"],
+            "539": ["B", 2, "h", "w"],
+            "540": ["B", 10, "h", "w"],
+        }
+    )
+    return update_inputs_outputs_dims(model, dims_in, dims_out)
 
 
 # --------------------------------------------------------------------------------------------- faces
@@ -127,40 +197,20 @@ class CenterFace:
 
     name = "face"
 
-    def __init__(self, path: str | None = None) -> None:
-        import onnx
-        from onnx.tools.update_model_dims import update_inputs_outputs_dims
-
+    def __init__(self, path: str | None = None, int8_path: str = FACE_MODEL_INT8) -> None:
         path = path or FACE_MODEL
         if not os.path.exists(path):
             raise ImportError(f"face model {path} is not installed")
-        model = onnx.load(path)
-        # The exporter listed every weight as a graph input too, which stops onnxruntime from folding
-        # constants and fusing batch norms (about 1.8x slower): keep only the real input.
-        weights = {init.name for init in model.graph.initializer}
-        real_inputs = [i for i in model.graph.input if i.name not in weights]
-        del model.graph.input[:]
-        model.graph.input.extend(real_inputs)
-        # The shipped graph is fixed at 32x32; mark H/W dynamic (an OpenCV DNN net reused across input
-        # shapes returns wrong boxes, onnxruntime with dynamic dims does not).
-        # The helper wants every graph input/output listed: keep the others' dims as they are.
-        dims_in: dict[str, list[Any]] = {
-            i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input
-        }
-        dims_out: dict[str, list[Any]] = {
-            o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output
-        }
-        dims_in["input.1"] = ["B", 3, "H", "W"]
-        dims_out.update(
-            {
-                "537": ["B", 1, "h", "w"],
-                "538": ["B", 2, "h", "w"],
-                "539": ["B", 2, "h", "w"],
-                "540": ["B", 10, "h", "w"],
-            }
-        )
-        model = update_inputs_outputs_dims(model, dims_in, dims_out)
-        self._sessions = _Sessions("face", model.SerializeToString(), ("537", "538", "539"))
+        self._sessions = _Sessions("face", centerface_graph(path).SerializeToString(), self.OUTPUTS)
+        self._precisions = _Precisions("face", self._sessions, int8_path)
+
+    OUTPUTS = ("537", "538", "539")
+    """Heat map, box scales and offsets (the landmarks, ``540``, are not used)."""
+
+    @staticmethod
+    def blob(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The network's input for an RGB image whose sides are multiples of 32: 1 x 3 x H x W, 0..255."""
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
 
     def detect(self, rgb: NDArray[np.uint8], config: EngineConfig = DEFAULT_CONFIG) -> list[Box]:
         h, w = rgb.shape[:2]
@@ -175,8 +225,8 @@ class CenterFace:
             interp = cv2.INTER_AREA if ph <= h else cv2.INTER_LINEAR
             net_in = np.asarray(cv2.resize(rgb, (pw, ph), interpolation=interp), dtype=np.uint8)
         h, w = ph, pw
-        blob = np.ascontiguousarray(net_in.transpose(2, 0, 1)[None], dtype=np.float32)
-        heat, scale, offset = self._sessions.get(config.face_runtime).run(blob)
+        sessions = self._precisions.get(config.face_precision)
+        heat, scale, offset = sessions.get(config.face_runtime).run(self.blob(net_in))
         heat = heat[0, 0]
         ys, xs = np.nonzero(heat > config.face_candidate_threshold)
         boxes: list[Box] = []
@@ -293,12 +343,13 @@ class ObjectDetector:
         ((np.arange(256, dtype=np.float32)[:, None] - _MEAN[::-1]) / _STD[::-1])[None], dtype=np.float32
     )
 
-    def __init__(self, path: str = OBJECT_MODEL) -> None:
+    def __init__(self, path: str = OBJECT_MODEL, int8_path: str = OBJECT_MODEL_INT8) -> None:
         if not os.path.exists(path):
             raise ImportError(f"object model {path} is not installed")
         with open(path, "rb") as f:
             model = f.read()
         self._sessions = _Sessions("object", model, tuple(name for name, _ in self._HEADS))
+        self._precisions = _Precisions("object", self._sessions, int8_path)
 
     @classmethod
     def blob(cls, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -319,7 +370,7 @@ class ObjectDetector:
         blob = self.blob(
             np.asarray(cv2.resize(rgb[:, :, :3], (nw, nh), interpolation=interp), dtype=np.uint8)
         )
-        heads = self._sessions.get(config.object_runtime).run(blob)
+        heads = self._precisions.get(config.object_precision).get(config.object_runtime).run(blob)
         boxes: list[Box] = []
         for (_, stride), head in zip(self._HEADS, heads, strict=True):
             boxes.extend(self._decode(head[0].reshape(head.shape[1], -1), stride, nw, nh, config))

@@ -42,12 +42,15 @@ class Session(Protocol):
     """A loaded graph with one float32 input; ``run`` returns the outputs named at load time, in order."""
 
     runtime: str
+    precision: str
+    """"fp32" or "int8": which graph it runs (set by whoever loaded it; the runtime does not care)."""
 
     def run(self, blob: NDArray[np.float32]) -> list[NDArray[np.float32]]: ...
 
 
 class OnnxRuntimeSession:
     runtime = "onnxruntime"
+    precision = "fp32"
 
     def __init__(self, model: bytes, outputs: Sequence[str]) -> None:
         import onnxruntime as ort
@@ -68,6 +71,7 @@ class OnnxRuntimeSession:
 
 class OpenVinoSession:
     runtime = "openvino"
+    precision = "fp32"
 
     def __init__(self, model: bytes, outputs: Sequence[str]) -> None:
         ov: Any = importlib.import_module("openvino")
