@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,9 +38,11 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 
 def _die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that has the kernel SIGKILL the child when its parent dies, however it dies (Linux;
-    elsewhere None). The kernel ties this to the *thread* that forked: start children from a thread that
-    lives as long as they should (``cropq up`` uses its main thread)."""
-    if _LIBC is None:
+    elsewhere None). The kernel ties this to the *thread* that forked, so only children started from the
+    main thread get it (``cropq up`` starts and restarts every child there): a child started from a
+    short-lived thread (a benchmark's fault injector restarting Valkey) would be killed when that thread
+    ends."""
+    if _LIBC is None or threading.current_thread() is not threading.main_thread():
         return None
     libc, parent = _LIBC, os.getpid()
 
