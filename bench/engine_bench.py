@@ -78,7 +78,13 @@ def model_runtimes(config: EngineConfig) -> list[tuple[str, str, str]]:
     """(model, runtime, precision) of each network, as its detector loaded it for ``config``."""
     out = []
     for name, requested in (("face", config.face_runtime), ("object", config.object_runtime)):
-        sessions = getattr(get_detector(name), "_sessions", None)
+        detector = get_detector(name)
+        # Private, until the detectors say which session they run on: per precision, then per runtime.
+        precisions = getattr(detector, "_precisions", None)
+        if precisions is not None:
+            sessions = precisions.get(getattr(config, f"{name}_precision"))
+        else:
+            sessions = getattr(detector, "_sessions", None)
         if sessions is None:
             out.append((name, "not installed", "-"))
             continue
