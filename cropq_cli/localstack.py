@@ -241,6 +241,11 @@ def start_seaweedfs(data_dir: Path, s3_port: int, access_key: str, secret_key: s
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-master.telemetry=false",
+        # Every bucket is a collection with volumes of its own; left to itself, `weed mini` allows free disk
+        # / volume size of them (about 70 on a disk with 70 GB free), and writes to the next bucket then
+        # fail with 500s. Small volumes, and a count that does not depend on the disk.
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=2000",
         f"-s3.localSocket={data_dir / 'tmp' / 's3.sock'}",
         *[f"-{flag}={port}" for flag, port in ports.items()],
     ]
