@@ -21,6 +21,7 @@ from worker.settings import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span
     from opentelemetry.trace import Tracer as OtelApiTracer
 
 log = structlog.get_logger("cropq.tracing")
@@ -123,7 +124,10 @@ class OtelTracer:
     def engine_stages(self) -> Iterator[None]:
         """Spans for the stages the engine reports (worker/engine/stages.py), children of the current span,
         with the engine's own start and end times. A stage reported in several pieces (scoring happens both
-        in the analysis and per ratio) becomes one span from its first start to its last end."""
+        in the analysis and per ratio) becomes one span from its first start to its last end; a dotted stage
+        (``detect.face``) becomes a child of its prefix's span (``detect``) when that was reported too."""
+        from opentelemetry import trace
+
         reported: dict[str, tuple[int, int]] = {}
 
         def record(name: str, start: int, end: int) -> None:
@@ -134,8 +138,13 @@ class OtelTracer:
             with reporting_stages(record):
                 yield
         finally:
-            for name, (start, end) in reported.items():
-                self._tracer.start_span(name, start_time=start).end(end_time=end)
+            made: dict[str, Span] = {}
+            for name in sorted(reported, key=lambda n: n.count(".")):  # parents before their children
+                start, end = reported[name]
+                parent = made.get(name.rpartition(".")[0])
+                context = trace.set_span_in_context(parent) if parent is not None else None
+                made[name] = self._tracer.start_span(name, context=context, start_time=start)
+                made[name].end(end_time=end)
 
 
 def worker_tracer() -> Tracer:

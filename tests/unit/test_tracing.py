@@ -138,7 +138,7 @@ def _staged_engine(data: bytes, msg: CropTaskMessage) -> CropResult:
     # As the engine reports its stages: scoring comes in two pieces (analysis, then per ratio).
     with stage("decode"):
         pass
-    with stage("detect"):
+    with stage("detect"), stage("detect.face"):
         pass
     with stage("score"):
         pass
@@ -158,7 +158,7 @@ def test_a_crop_run_has_a_span_per_step_under_the_task_s_span(exporter: InMemory
     assert store.job.Status is JobStatus.SUCCEEDED and calls.callbacks == [RID]
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert sorted(spans) == sorted(
-        ["run/cropq.crop", "fetch", "engine", "decode", "detect", "score", "store", "callback"]
+        ["run/cropq.crop", "fetch", "engine", "decode", "detect", "detect.face", "score", "store", "callback"]
     )
     trace_id = task_span.get_span_context().trace_id
     assert {s.context.trace_id for s in spans.values()} == {trace_id}
@@ -173,6 +173,7 @@ def test_a_crop_run_has_a_span_per_step_under_the_task_s_span(exporter: InMemory
         assert parent(step) == "run/cropq.crop"
     for engine_stage in ("decode", "detect", "score"):
         assert parent(engine_stage) == "engine"
+    assert parent("detect.face") == "detect"  # a finer stage nests under its prefix
     # Stage spans keep the engine's own times, in order, inside the engine's span.
     starts = [spans[n].start_time or 0 for n in ("engine", "decode", "detect", "score")]
     assert starts[0] > 0 and starts == sorted(starts)
