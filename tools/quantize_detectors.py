@@ -108,6 +108,10 @@ def record_inputs(paths: list[Path], folder: Path) -> dict[str, Path]:
         detect_crops(path.read_bytes(), ["1:1", "16:9"], config=config)
         if i % 100 == 0:
             sys.stderr.write(f"  recorded {i + 1}/{len(paths)} images\n")
+    for kind, sub in out.items():
+        # The record names the images behind the first N inputs: that needs one input per image.
+        if len(list(sub.glob("*.npy"))) != len(paths):
+            raise SystemExit(f"{kind}: not one input per image; calibrate on other images")
     return out
 
 
@@ -128,6 +132,9 @@ class NpyReader:
 
     def rewind(self) -> None:
         self._it = iter(self._files)
+
+    def __iter__(self) -> Iterator[dict[str, NDArray[np.float32]]]:  # qdq_loss_debug iterates
+        return ({self._input: np.load(p)} for p in self._files)
 
 
 def float_graph(kind: str) -> onnx.ModelProto:
@@ -252,7 +259,9 @@ def _chunked(calibrator_factory: Callable[..., Any]) -> Callable[..., Any]:
                 batch = [x for x in (reader.get_next() for _ in range(32)) if x is not None]
                 if not batch:
                     return
-                collect(_ListReader(batch))
+                # The histogram calibrators stack each tensor over the chunk: one shape per call.
+                for shape in sorted({tuple(x[next(iter(x))].shape) for x in batch}):
+                    collect(_ListReader([x for x in batch if x[next(iter(x))].shape == shape]))
 
         calibrator.collect_data = collect_in_chunks
         return calibrator
@@ -269,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-float", default="first,heads", help="any of first, heads (or 'none')")
     ap.add_argument("--keep-worst", type=int, default=0, help="also keep the N lowest-SQNR layers in float")
     ap.add_argument("--reduce-range", action="store_true", help="7-bit weights (for CPUs without VNNI)")
-    ap.add_argument("--limit", type=int, default=0, help="calibrate on at most N recorded inputs")
+    ap.add_argument("--limit", type=int, default=0, help="calibrate on the first N images (sorted paths)")
     ap.add_argument("--inputs", type=Path, help="reuse (or keep) the recorded inputs in this folder")
     a = ap.parse_args(argv)
 
@@ -313,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         record = {
             "source": Path(source).name,
             "source_sha256": sha256(Path(source).read_bytes()),
-            "calibration_images": len(paths),
-            "calibration_inputs": len(reader),
-            "calibration_file_list_sha256": file_list_hash(paths),
+            # One recorded input per image and model, in the sorted order of the paths: --limit N
+            # calibrates on the first N images of that list.
+            "calibration_images": len(reader),
+            "calibration_file_list_sha256": file_list_hash(paths[: len(reader)]),
+            "recorded_images": len(paths),
             "method": a.method,
             "per_channel": True,
             "reduce_range": a.reduce_range,

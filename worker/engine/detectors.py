@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.engine.config import EngineConfig, Precision, Runtime
-from worker.engine.runtimes import Session, open_session, resolve
+from worker.engine.runtimes import Session, cpu_has_vnni, open_session, resolve
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,12 @@ class _Precisions:
                         self._int8_path,
                     )
                 return self.fp32
+            if not cpu_has_vnni():
+                log.warning(
+                    "cropq engine: this CPU has no VNNI; the int8 %s model's quality was measured with VNNI"
+                    ' only (README "Runtimes")',
+                    self._kind,
+                )
             with open(self._int8_path, "rb") as f:
                 self._int8 = _Sessions(self._kind, f.read(), self.fp32._outputs, "int8")
         return self._int8

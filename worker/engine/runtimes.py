@@ -124,6 +124,22 @@ def cpu_has_avx512() -> bool:
         return False
 
 
+@functools.cache
+def cpu_has_vnni() -> bool:
+    """VNNI (``avx512_vnni`` or ``avx_vnni``): int8 dot products that cannot saturate. Without it the
+    u8 x s8 kernels add pairs of products in 16 bits, which can saturate with 8-bit weights, so the
+    int8 graphs' measured quality holds only on CPUs with VNNI (README "Runtimes")."""
+    if not cpu_has_avx512() and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return any(
+                line.startswith("flags") and (" avx512_vnni" in line or " avx_vnni" in line) for line in f
+            )
+    except OSError:
+        return False
+
+
 _warned: set[tuple[str, str]] = set()
 
 
