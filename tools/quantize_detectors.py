@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -218,14 +219,13 @@ def worst_layers(
     over ``samples`` calibration inputs), as (node name, SQNR)."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    tmp = Path(tempfile.mkdtemp())
-    aug_f, aug_q = tmp / "float_aug.onnx", tmp / "qdq_aug.onnx"
-    dbg.modify_model_output_intermediate_tensors(str(float_path), str(aug_f))
-    dbg.modify_model_output_intermediate_tensors(str(qdq_path), str(aug_q))
-    sub = NpyReader(reader._files[0].parent, reader._input, samples)
-    f_act = dbg.collect_activations(str(aug_f), sub)
-    sub.rewind()
-    q_act = dbg.collect_activations(str(aug_q), sub)
+    with tempfile.TemporaryDirectory() as folder:
+        aug_f, aug_q = Path(folder) / "float_aug.onnx", Path(folder) / "qdq_aug.onnx"
+        dbg.modify_model_output_intermediate_tensors(str(float_path), str(aug_f))
+        dbg.modify_model_output_intermediate_tensors(str(qdq_path), str(aug_q))
+        sub = NpyReader(reader._files[0].parent, reader._input, samples)
+        f_act = dbg.collect_activations(str(aug_f), sub)
+        q_act = dbg.collect_activations(str(aug_q), sub)
     matched = dbg.create_activation_matching(q_act, f_act)
     producer = {o: n.name for n in onnx.load(str(float_path)).graph.node for o in n.output}
     scores: list[tuple[str, float]] = []
@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"{kind}: wrote {out} ({out.stat().st_size / 1e6:.1f} MB), float: {', '.join(exclude)}")  # noqa: T201
+    shutil.rmtree(work, ignore_errors=True)  # the prepared graphs (and the inputs unless --inputs)
     return 0
 
 
