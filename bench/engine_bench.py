@@ -156,6 +156,14 @@ def ours_fast(data: bytes) -> None:
     detect_crops(data, RATIOS, config=_FAST)
 
 
+_INT8 = dataclasses.replace(EngineConfig(), object_precision="int8")
+
+
+def ours_int8(data: bytes) -> None:
+    """CROPQ_OBJECT_PRECISION=int8: the default, with the object detector's int8 graph."""
+    detect_crops(data, RATIOS, config=_INT8)
+
+
 _SMALL_FACES = dataclasses.replace(_FAST, detect_long_side=640)
 
 
@@ -212,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         blobs = [p.read_bytes() for p in paths]
     stages = StageTimes()
     default, hint = "cropq (default: faces + objects and people)", "cropq (object detection on hint only)"
+    int8 = "cropq (default, object detector in int8)"
     methods: list[tuple[str, Callable[[bytes], None] | None]] = [
         ("decode floor (1/8 JPEG)", floor),
         (default, stages.timed(default, ours)),
+        (int8, stages.timed(int8, ours_int8)),
         (hint, stages.timed(hint, ours_fast)),
         ("cropq (hint only, faces from 3.3%: face detection at 640)", ours_small_faces),
     ]
@@ -246,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write(f"vector extensions: {' '.join(flags) or 'none reported'}\n")
     for name, runtime, precision in model_runtimes(EngineConfig()):
         out.write(f"{name} model: {runtime}, {precision}, one thread\n")
+    for name, runtime, precision in model_runtimes(_INT8)[1:]:
+        out.write(f"{name} model with CROPQ_OBJECT_PRECISION=int8: {runtime}, {precision}\n")
     out.write(f"\n{len(blobs)} JPEGs ({sizes}), {a.repeat} runs each, {len(RATIOS)} ratios\n\n")
     out.write("| method | ms/image median | p95 | x floor (median) |\n|---|---|---|---|\n")
     base = float(np.median(times["decode floor (1/8 JPEG)"]))
@@ -256,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         t = np.asarray(times[name])
         med = float(np.median(t))
         out.write(f"| {name} | {med:.1f} | {float(np.percentile(t, 95)):.1f} | {med / base:.2f} |\n")
-    write_stages(stages, {"default": default, "hint": hint}, base)
+    write_stages(stages, {"default": default, "int8 objects": int8, "hint": hint}, base)
     return 0
 
 

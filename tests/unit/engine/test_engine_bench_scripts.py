@@ -37,10 +37,12 @@ def test_engine_bench_prints_every_row_with_its_ratio(
     assert rows["decode floor (1/8 JPEG)"] == 1.0
     assert {name for name in rows if name.startswith("cropq")} == {
         "cropq (default: faces + objects and people)",
+        "cropq (default, object detector in int8)",
         "cropq (object detection on hint only)",
         "cropq (hint only, faces from 3.3%: face detection at 640)",
     }
     assert all(ratio > 0 for ratio in rows.values())
+    assert "object model with CROPQ_OBJECT_PRECISION=int8: onnxruntime" in out and ", int8" in out
 
 
 def test_face_scale_counts_the_faces_it_finds(
