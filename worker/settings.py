@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     object_detection: ObjectDetection = Field(
         "always",
         description="When workers and `cropq crop` run the object detector (people and the other COCO "
-        "classes): always (best at keeping people and the subject; about 0.8 of a JPEG decode more per "
+        "classes): always (best at keeping people and the subject; about one JPEG decode more per "
         "12 MP photo), no_faces, hint (only for a hint naming one of its classes; fastest) or off.",
     )
     face_runtime: Runtime = Field(
@@ -166,7 +166,7 @@ class Settings(BaseSettings):
         le=1280,
         description="Long side (px) of the copy of a large photo that faces are detected on. Faces are "
         "found from about 16 px tall there: 320 finds them from about 7% of a 4:3 photo's short side, "
-        "480 from 4.4%, 640 from 3.3%; per 12 MP JPEG, 480 costs about 0.4 and 640 about 1.2 JPEG "
+        "480 from 4.4%, 640 from 3.3%; per 12 MP JPEG, 480 costs about 0.4 and 640 about 1.5 JPEG "
         "decodes more than 320.",
     )
     # --- webhooks ---
