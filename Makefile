@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock run test lint format typecheck unit bench bench-batch bench-listing bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
+.PHONY: install lock docs run test lint format typecheck unit bench bench-batch bench-listing bench-engine bench-render bench-memory bench-hostile bench-chaos bench-soak bench-durability quality face-scale all clean
 
 # One lock per role, compiled from pyproject.toml by `make lock` (universal: every platform's wheels, with
 # hashes). The images install the api and worker locks; `make install` (and so CI) the dev lock.
@@ -27,6 +27,10 @@ lock: install
 	$(UV_COMPILE) --extra api --extra otel -o requirements/api.txt
 	$(UV_COMPILE) --extra worker --extra otel -o requirements/worker.txt
 	$(UV_COMPILE) --extra dev -o requirements/dev.txt
+
+## The README's configuration table and .env.example, generated from the settings (a test compares).
+docs: install
+	$(BIN)/python -m cropq_cli.config_docs README.md .env.example
 
 ## Run the service: API + workers + embedded Valkey and SeaweedFS (Ctrl-C stops).
 run: install

@@ -150,3 +150,27 @@ def parse_env_line(line: str) -> tuple[str, str] | None:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
     return name, value
+
+
+README_TABLE_BEGIN, README_TABLE_END = "<!-- settings-table:begin -->\n", "<!-- settings-table:end -->"
+
+
+def update_readme(text: str) -> str:
+    """``text`` (README.md) with the table between its markers replaced by :func:`settings_table`."""
+    head, rest = text.split(README_TABLE_BEGIN, 1)
+    _, tail = rest.split(README_TABLE_END, 1)
+    return head + README_TABLE_BEGIN + settings_table() + README_TABLE_END + tail
+
+
+def main() -> None:
+    """``python -m cropq_cli.config_docs README.md .env.example``: rewrite both from the settings."""
+    import sys
+    from pathlib import Path
+
+    readme, env_file = (Path(a) for a in sys.argv[1:3])
+    readme.write_text(update_readme(readme.read_text()))
+    env_file.write_text(env_example())
+
+
+if __name__ == "__main__":
+    main()

@@ -35,8 +35,7 @@ def readme_table() -> str:
 
 def test_the_readme_table_is_the_generated_one() -> None:
     assert readme_table() == settings_table(), (
-        "README.md's configuration table is out of date: replace the lines between "
-        f"{BEGIN.strip()} and {END} with the output of `cropq config`"
+        "README.md's configuration table is out of date: run `make docs`"
     )
 
 
@@ -47,9 +46,7 @@ def test_every_setting_has_a_row_and_a_description() -> None:
 
 
 def test_env_example_is_the_generated_one() -> None:
-    assert ENV_EXAMPLE.read_text() == env_example(), (
-        ".env.example is out of date: run `cropq config --env-example > .env.example`"
-    )
+    assert ENV_EXAMPLE.read_text() == env_example(), ".env.example is out of date: run `make docs`"
 
 
 def env_example_values() -> list[tuple[str, str]]:
@@ -106,3 +103,12 @@ def test_a_changed_setting_shows_in_both_generated_files(monkeypatch: pytest.Mon
     monkeypatch.setattr(field, "description", "A new description.")
     assert "| `CROPQ_VISIBILITY_TIMEOUT` | `61` | A new description. |" in settings_table()
     assert "# A new description.\n# CROPQ_VISIBILITY_TIMEOUT=61\n" in env_example()
+
+
+def test_make_docs_rewrites_only_the_table_between_the_markers() -> None:
+    from cropq_cli.config_docs import update_readme
+
+    stale = f"# Title\n\nbefore\n{BEGIN}| old | table |\n{END}\nafter\n"
+    updated = update_readme(stale)
+    assert updated == f"# Title\n\nbefore\n{BEGIN}{settings_table()}{END}\nafter\n"
+    assert update_readme(README.read_text()) == README.read_text()  # the committed README is up to date
