@@ -13,9 +13,10 @@ import pytest
 import redis
 from celery.exceptions import Reject, Retry
 
+from tests.unit.crop_task.fakes import make_job
 from tests.unit.crop_task.through_the_adapter import finish, retry_after_outage, run
 from worker import tasks
-from worker.contracts import CropTaskMessage, Job, JobStatus, utcnow_iso
+from worker.contracts import CropTaskMessage, JobStatus, utcnow_iso
 from worker.engine.types import CropResult
 from worker.jobstore import JobStore
 from worker.settings import Settings
@@ -37,16 +38,7 @@ def callbacks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def _record(store: JobStore, **fields: Any) -> None:
-    base: dict[str, Any] = {
-        "RequestId": RID,
-        "ProjectName": "p",
-        "Status": JobStatus.QUEUED,
-        "SourceURI": "oss://b/k.jpg",
-        "AspectRatios": ["1:1"],
-        "CallbackURL": "https://example.test/hook",
-        "CreatedAt": utcnow_iso(),
-    }
-    job = Job(**{**base, **fields})
+    job = make_job(**{"RequestId": RID, "CreatedAt": utcnow_iso(), **fields})
     store.r.set(f"cropq:job:{RID}", job.model_dump_json(exclude_none=True))
 
 
